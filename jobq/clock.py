@@ -1,0 +1,396 @@
+"""Virtual time: an hour of `asyncio.sleep` in milliseconds, with the same numbers every run.
+
+The problem: a test or a demo of `Delayed` jobs, retries with backoff or a drain deadline must
+not wait in real time, and a timing plot must show the same numbers every time it is re-run.
+This is the asyncio counterpart of tokio's `time::pause()` / `time::advance()`.
+
+How it works. `VirtualTimeLoop` is an ordinary `SelectorEventLoop` whose `time()` reads a
+`VirtualClock` instead of the system clock, and whose selector decides how time passes:
+* a callback is ready: run it; time stands still (no code ever "takes" virtual time);
+* every task waits for a timer and no I/O has arrived: jump straight to the next timer;
+* real work is in flight (an executor job, or a request under `real_work()`): the clock is
+  *held* and flows at the real rate, so a 5 s timeout around a real request means 5 real s.
+A listening socket or an idle connection is not work in flight: it never stops the jumps.
+
+    clock = VirtualClock()
+    run_virtual(asyncio.sleep(3600), clock=clock)    # returns at once...
+    assert clock.now == 3600.0                       # ...an hour later, in virtual time
+
+In a notebook cell (a loop is already running there) use `await in_virtual_time(main())`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import math
+import selectors
+import threading
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, TypeVar, TypeVarTuple
+
+from jobq.errors import VirtualDeadlineExceeded
+
+__all__ = [
+    "VirtualClock",
+    "VirtualTimeLoop",
+    "current_clock",
+    "in_virtual_time",
+    "is_virtual",
+    "real_work",
+    "run_virtual",
+]
+
+T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
+
+# With `auto_advance=False` nothing may jump, so an idle loop waits in short real slices
+# (rather than one long select) and re-checks the clock's state after each.
+_MANUAL_POLL_SECONDS = 0.05
+
+
+def _check_seconds(name: str, value: float) -> None:
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
+
+
+class VirtualClock:
+    """The virtual time of one `VirtualTimeLoop`, in seconds.
+
+    `auto_advance=True` (the default): whenever every task is waiting for a timer, time jumps
+    to the next timer. `auto_advance=False`: time moves only when a test calls `advance()`
+    (like tokio's paused clock), or while the clock is held.
+
+        clock = VirtualClock(auto_advance=False)
+        run_virtual(main(clock), clock=clock)   # main does: await clock.advance(5)
+    """
+
+    def __init__(self, *, start: float = 0.0, auto_advance: bool = True) -> None:
+        _check_seconds("start", start)
+        self._now = float(start)
+        self._auto_advance = auto_advance
+        self._holds = 0  # how many pieces of real work are in flight (see hold())
+        # While `advance()` runs: the time it moves to, and the future that wakes it up.
+        self._advance_to: float | None = None
+        self._advanced: asyncio.Future[None] | None = None
+
+    @property
+    def now(self) -> float:
+        """Virtual seconds; what `loop.time()` returns on the loop that uses this clock."""
+        return self._now
+
+    @property
+    def auto_advance(self) -> bool:
+        """True if idle time is skipped on its own, False if only `advance()` skips it."""
+        return self._auto_advance
+
+    @property
+    def held(self) -> int:
+        """How many holds are active (0: the clock may jump)."""
+        return self._holds
+
+    def hold(self) -> contextlib.AbstractContextManager[None]:
+        """Stop the jumps while real work is in flight: inside, time flows at the real rate.
+
+        The loop cannot tell "waiting for a real server" from "idle", so without a hold it
+        would jump to the next timer (often a timeout) while the real answer is on its way.
+        Holds nest; the clock jumps again once every hold has ended.
+        """
+        return self._holding()
+
+    @contextlib.contextmanager
+    def _holding(self) -> Iterator[None]:
+        self._holds += 1
+        try:
+            yield
+        finally:
+            self._holds -= 1
+
+    async def advance(self, seconds: float) -> None:
+        """Move time forward by `seconds`, firing every timer due on the way, in order.
+
+        Each timer fires at its own virtual time, and what it wakes runs before time moves
+        on; `advance` returns when the loop is idle at exactly `now + seconds`. Call it from
+        a task on the loop that owns this clock.
+        """
+        _check_seconds("seconds", seconds)
+        if current_clock() is not self:
+            raise RuntimeError("advance() must run on the VirtualTimeLoop that uses this clock")
+        if self._advanced is not None:
+            raise RuntimeError("advance() is already running on this clock")
+        # The selector does the stepping (it sees the loop's timers and knows when the loop
+        # is idle); we tell it where to stop and wait until it says "done".
+        self._advance_to = self._now + seconds
+        self._advanced = asyncio.get_running_loop().create_future()
+        try:
+            await self._advanced
+        finally:
+            self._advance_to = self._advanced = None
+
+    def _finish_advance(self) -> None:
+        if self._advanced is not None and not self._advanced.done():
+            self._advanced.set_result(None)
+
+    def __repr__(self) -> str:
+        mode = "auto" if self._auto_advance else "manual"
+        return f"<VirtualClock now={self._now:.3f}s held={self._holds} {mode}>"
+
+
+class _VirtualSelector(selectors.DefaultSelector):
+    """The loop's selector: every loop iteration asks it to wait, so it decides how time passes.
+
+    `timeout` is what the loop computed: 0 if callbacks are ready, the seconds until the next
+    timer, or None if there is no timer at all.
+    """
+
+    def __init__(self, clock: VirtualClock) -> None:
+        super().__init__()
+        self._clock = clock
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        clock = self._clock
+        if timeout == 0:
+            # Callbacks are ready to run: only poll for I/O. Time stands still.
+            return super().select(0)
+
+        if clock.held:
+            # Real work is in flight: wait for real, and let virtual time flow by what passed.
+            started = time.monotonic()
+            events = super().select(timeout)
+            clock._now += time.monotonic() - started
+            return events
+
+        events = super().select(0)
+        if events:
+            # I/O arrived (or a thread woke the loop): handle it at the current instant.
+            return events
+
+        # The loop is idle: every task waits for a timer or for the outside world.
+        if clock._advance_to is not None:
+            # An advance() is running: step timer by timer up to its target, then wake it.
+            if clock._now >= clock._advance_to:
+                clock._finish_advance()
+            elif timeout is None:
+                clock._now = clock._advance_to
+            else:
+                clock._now = min(clock._now + timeout, clock._advance_to)
+            return []
+        if clock.auto_advance and timeout is not None:
+            # Nothing can happen before the next timer: skip the wait. (`now + timeout` lands
+            # on the timer's own time, since the loop computed `timeout = when - now`.)
+            clock._now += timeout
+            return []
+        if timeout is None:
+            # No timer at all: only the outside world can wake us, as on a real loop.
+            return super().select(None)
+        # Manual clock: wait a little in real time for I/O, without moving the clock.
+        return super().select(min(timeout, _MANUAL_POLL_SECONDS))
+
+
+class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    """An event loop whose `time()` is a `VirtualClock` (see the module docstring)."""
+
+    def __init__(self, clock: VirtualClock | None = None) -> None:
+        self.clock = clock if clock is not None else VirtualClock()
+        super().__init__(_VirtualSelector(self.clock))
+
+    def time(self) -> float:
+        return self.clock.now
+
+    def run_in_executor(
+        self,
+        executor: concurrent.futures.Executor | None,
+        func: Callable[[*Ts], T],
+        *args: *Ts,
+    ) -> asyncio.Future[T]:
+        # Executor work is real work in flight (this includes asyncio.to_thread and the
+        # loop's getaddrinfo): hold the clock until its future is done.
+        future = super().run_in_executor(executor, func, *args)
+        hold = self.clock.hold()
+        hold.__enter__()
+        future.add_done_callback(lambda _: hold.__exit__(None, None, None))
+        return future
+
+    async def shutdown_default_executor(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        # asyncio.Runner.close() waits for the executor's threads with a 300 s timeout, which
+        # Python 3.13 measures on loop.time(): unheld, we would jump 300 s and warn at once.
+        with self.clock.hold():
+            if timeout is None:
+                await super().shutdown_default_executor()
+            else:  # only Python 3.12+ passes a timeout
+                await super().shutdown_default_executor(timeout)  # type: ignore[call-arg,unused-ignore]
+
+
+def current_clock() -> VirtualClock | None:
+    """The running loop's clock, or None if no loop runs here or it keeps real time."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+    return loop.clock if isinstance(loop, VirtualTimeLoop) else None
+
+
+def is_virtual() -> bool:
+    """True inside code running on a `VirtualTimeLoop`."""
+    return current_clock() is not None
+
+
+def real_work() -> contextlib.AbstractContextManager[None]:
+    """Hold the running loop's virtual clock around real I/O; do nothing on a real loop.
+
+    Use it around anything that waits for the outside world (a socket, a server):
+        with real_work():
+            async with asyncio.timeout(5):        # 5 real seconds, even on a virtual loop
+                response = await session.get(url)
+    """
+    clock = current_clock()
+    return clock.hold() if clock is not None else contextlib.nullcontext()
+
+
+# Called in the loop's thread once main has started: (loop, task running main).
+_OnStart = Callable[[asyncio.AbstractEventLoop, asyncio.Task[Any]], None]
+
+
+async def _with_deadline(
+    main: Coroutine[Any, Any, T], deadline: float | None, on_start: _OnStart | None
+) -> T:
+    if on_start is not None:
+        task = asyncio.current_task()
+        assert task is not None  # we are the task asyncio.Runner created
+        on_start(asyncio.get_running_loop(), task)
+    timeout = asyncio.timeout(deadline)  # a virtual timer like any other
+    try:
+        async with timeout:
+            return await main
+    except TimeoutError as exc:
+        if timeout.expired():  # our deadline fired; not a TimeoutError that main raised itself
+            # Chained, so the traceback still shows where main was waiting when time ran out.
+            raise VirtualDeadlineExceeded(
+                f"the run did not finish within its virtual deadline of {deadline} s"
+            ) from exc
+        raise
+
+
+def _run(
+    main: Coroutine[Any, Any, T],
+    deadline: float | None,
+    auto_advance: bool,
+    clock: VirtualClock | None,
+    debug: bool | None,
+    on_start: _OnStart | None = None,
+) -> T:
+    if not asyncio.iscoroutine(main):
+        raise TypeError(f"main must be a coroutine object such as main(), got {main!r}")
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass  # good: no loop runs in this thread
+    else:
+        main.close()  # we will never run it: close it, so no "never awaited" warning appears
+        raise RuntimeError(
+            "run_virtual() cannot start a loop inside a running one (a notebook cell or "
+            "async code); use `await in_virtual_time(...)` instead"
+        )
+    if deadline is not None:
+        try:
+            _check_seconds("deadline", deadline)
+        except ValueError:
+            main.close()
+            raise
+    if clock is None:
+        clock = VirtualClock(auto_advance=auto_advance)
+    virtual_clock = clock  # a non-optional name for the lambda below
+
+    with asyncio.Runner(debug=debug, loop_factory=lambda: VirtualTimeLoop(virtual_clock)) as r:
+        return r.run(_with_deadline(main, deadline, on_start))
+
+
+def run_virtual(
+    main: Coroutine[Any, Any, T],
+    *,
+    deadline: float | None = 86_400.0,
+    auto_advance: bool = True,
+    clock: VirtualClock | None = None,
+    debug: bool | None = None,
+) -> T:
+    """Like `asyncio.run(main)`, but on a `VirtualTimeLoop`.
+
+    deadline: virtual seconds after which main is cancelled and `VirtualDeadlineExceeded`
+        is raised (None: no deadline). It makes an endless simulation end.
+    auto_advance: skip idle time on its own (see `VirtualClock`); used when `clock` is None.
+    clock: the clock to run on (a test keeps it to read or advance the time).
+    debug: asyncio debug mode, as in `asyncio.run`.
+
+    Raises RuntimeError if a loop is already running in this thread (a notebook cell):
+    there, use `await in_virtual_time(main)`.
+    """
+    return _run(main, deadline, auto_advance, clock, debug)
+
+
+class _CancelFromOutside:
+    """Lets another thread cancel the main task of a virtual run, even before it started."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._target: tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]] | None = None
+        self._requested = False
+
+    def started(self, loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]) -> None:
+        with self._lock:  # called in the simulation's thread
+            self._target = (loop, task)
+            requested = self._requested
+        if requested:
+            task.cancel()
+
+    def cancel(self) -> None:
+        with self._lock:  # called in the awaiting loop's thread
+            self._requested = True
+            target = self._target
+        if target is not None:
+            loop, task = target
+            # task.cancel() is not thread-safe: ask the simulation's loop to call it.
+            with contextlib.suppress(RuntimeError):  # that loop has already closed
+                loop.call_soon_threadsafe(task.cancel)
+
+
+async def in_virtual_time(
+    main: Coroutine[Any, Any, T],
+    *,
+    deadline: float | None = 86_400.0,
+    auto_advance: bool = True,
+    clock: VirtualClock | None = None,
+) -> T:
+    """`run_virtual` for code that already runs on a loop (a notebook cell: top-level await).
+
+    A thread cannot run two loops at once, so the virtual loop gets a thread of its own; this
+    task waits for it without blocking its loop. Cancelling this task (a notebook interrupt)
+    cancels main in the simulation, and waits for the thread to finish.
+
+        result = await in_virtual_time(main())
+    """
+    remote = _CancelFromOutside()
+    outcome: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+    def simulate() -> None:
+        try:
+            result = _run(main, deadline, auto_advance, clock, None, remote.started)
+        except BaseException as exc:  # hand everything, even CancelledError, to the awaiter
+            outcome.set_exception(exc)
+        else:
+            outcome.set_result(result)
+
+    thread = threading.Thread(target=simulate, name="jobq-virtual-time", daemon=True)
+    thread.start()
+    finished = asyncio.wrap_future(outcome)
+    try:
+        # shield: our cancellation must not cancel `finished`, we still want to wait for it.
+        return await asyncio.shield(finished)
+    except asyncio.CancelledError:
+        remote.cancel()
+        await asyncio.wait([finished])
+        if not finished.cancelled():
+            finished.exception()  # mark it retrieved: no "exception was never retrieved" log
+        thread.join()  # the thread ends right after it set the outcome
+        raise

@@ -1,0 +1,72 @@
+"""The dispatcher: takes jobs from the queue and starts them, at most N at once.
+
+The problem: "at most N jobs at once" must hold however fast jobs arrive, and a job must
+never be lost between the queue and a worker - not even when shutdown cuts in.
+
+The loop, once per job:
+
+    1. wait for a free worker slot   - asyncio.Semaphore(N): the counterpart of tokio's
+                                       Semaphore(N); a permit is a free slot
+    2. wait for the next job OR for our token to be cancelled, whichever comes first
+    3. hand the job to the free slot
+
+Order matters: we take a slot *before* taking a job, so a job leaves the queue only when a
+worker can start it at once. While every worker is busy, jobs stay in the queue, the queue
+fills, and the producer waits - that is backpressure reaching all the way back.
+
+Step 2 is the cancel-safe receive (tokio's `select!` on `recv()` and `cancelled()`):
+`JobQueue.get(token)` returns a job or None, and takes the job off the queue in the same
+step that returns it. There is no await between "taken" and "handed to a worker", so there is
+no moment at which a cancellation could leave a job in nobody's hands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+from jobq.cancel import CancellationToken
+from jobq.queue import JobQueue
+from jobq.trace import EventKind, Trace
+from jobq.worker import Worker
+
+__all__ = ["Dispatcher"]
+
+
+class Dispatcher:
+    def __init__(self, queue: JobQueue, token: CancellationToken, trace: Trace) -> None:
+        self._queue = queue
+        self.token = token
+        self._trace = trace
+        self.workers: list[Worker] = []
+        self._free_slots: deque[int] = deque()
+        self._permits = asyncio.Semaphore(0)  # one permit per free slot; see add_worker
+
+    def add_worker(self, worker: Worker) -> None:
+        self.workers.append(worker)
+        self.slot_freed(worker.slot)
+
+    def slot_freed(self, slot: int) -> None:
+        """A worker finished its job (workers call this)."""
+        self._free_slots.append(slot)
+        self._permits.release()
+
+    @property
+    def busy(self) -> int:
+        return len(self.workers) - len(self._free_slots)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._permits.acquire()  # 1. a free slot (waits while all N are busy)
+            job = await self._queue.get(self.token)  # 2. next job, or None on cancel/close
+            if job is None:
+                self._permits.release()
+                return
+            slot = self._free_slots.popleft()  # 3. hand over - no await since step 2
+            self._trace.emit(loop.time(), EventKind.DISPATCHED, job.id, slot, None, None,
+                             len(self._queue))
+            self.workers[slot].assign(job)
+
+    def __repr__(self) -> str:
+        return f"<Dispatcher busy={self.busy}/{len(self.workers)} {self.token!r}>"

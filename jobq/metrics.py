@@ -1,0 +1,577 @@
+"""Metrics of a run - jobs/s, latency, queue depth, utilisation - computed from its events.
+
+The problem: a run of a million jobs must still be measurable, so the metrics cannot keep a
+list of every job. `MetricsAggregator` is a *streaming* consumer: subscribe it to a live
+`Trace` (`trace.subscribe(agg.feed)`) and it keeps only
+
+    - per-job state for jobs that have not ended yet (enqueue time, first start), dropped at
+      the job's final event - so memory follows the jobs *in the system*, not the jobs *seen*;
+    - time-weighted integrals (area under "queue depth", "jobs in system", "busy workers")
+      instead of series;
+    - latencies exactly, up to 65,536 samples, then folded into a fixed log-bucket histogram
+      (buckets 0.1% wide) whose size depends on the spread of the values, not their number.
+
+`snapshot(workers)` turns that state into an immutable `Metrics`. Because everything is
+computed from events, a trace saved as JSONL and loaded back gives equal `Metrics`:
+
+    agg = MetricsAggregator()
+    trace.subscribe(agg.feed)            # live, bounded memory
+    ... run ...
+    agg.snapshot(workers=4) == metrics_from_trace(Trace.from_jsonl("run.jsonl"), workers=4)
+
+The series helpers at the end (`queue_depth_series`, `worker_spans`, ...) are for plots:
+they need a kept trace and grow with it, which is fine for a picture of a small run.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from jobq.errors import InvalidConfigError
+from jobq.trace import FINAL_KINDS, Event, EventKind, Trace
+
+__all__ = [
+    "LatencySummary",
+    "Metrics",
+    "MetricsAggregator",
+    "Span",
+    "blocked_intervals",
+    "busy_series",
+    "metrics_from_trace",
+    "queue_depth_series",
+    "worker_spans",
+]
+
+EXACT_SAMPLES = 65_536  # latencies kept exactly before folding into the histogram
+BUCKET_GROWTH = 0.001  # each histogram bucket is 0.1% wider than the one below it
+_LOG_GROWTH = math.log1p(BUCKET_GROWTH)
+
+# Events after which a worker slot is free again (the attempt that started on it is over).
+_ATTEMPT_ENDS = frozenset({EventKind.ATTEMPT_FAILED} | FINAL_KINDS)
+
+
+def sig3(x: float) -> str:
+    """`x` to 3 significant figures, without an exponent for everyday sizes: 1230, 0.0123."""
+    if x == 0 or not math.isfinite(x):
+        return "0" if x == 0 else str(x)
+    magnitude = math.floor(math.log10(abs(x)))
+    if not -6 <= magnitude < 9:
+        return f"{x:.3g}"
+    rounded = float(f"{x:.3g}")  # round first: 9.996 becomes 10.0, which has one more digit
+    magnitude = math.floor(math.log10(abs(rounded)))
+    return f"{rounded:.{max(0, 2 - magnitude)}f}"
+
+
+# -- latency percentiles in bounded memory ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class LatencySummary:
+    """Count, mean, percentiles and maximum of a set of durations, in seconds.
+
+    An empty summary is all zeros (not NaN), so two empty summaries compare equal.
+    """
+
+    count: int
+    mean: float
+    p50: float
+    p95: float
+    p99: float
+    max: float
+
+    def __repr__(self) -> str:
+        return (
+            f"<LatencySummary n={self.count} mean={sig3(self.mean)}s p50={sig3(self.p50)}s "
+            f"p95={sig3(self.p95)}s p99={sig3(self.p99)}s max={sig3(self.max)}s>"
+        )
+
+
+class _Durations:
+    """Durations seen so far: exact while few, a log-bucket histogram once there are many.
+
+    Why a log histogram: a bucket [g**k, g**(k+1)) with g = 1.001 is 0.1% wide *relative to
+    its values*, so a percentile read from it is off by at most ~0.05% whether latencies are
+    microseconds or minutes. The dict is sparse: only buckets that hold a value exist, and
+    their number is bounded by the spread of the values (1 ms .. 1 h is ~15,000 buckets),
+    never by how many values there were.
+    """
+
+    __slots__ = ("_buckets", "_count", "_exact", "_max", "_min", "_total", "_zeros")
+
+    def __init__(self) -> None:
+        self._exact: array[float] | None = array("d")  # None once folded
+        self._buckets: dict[int, int] = {}
+        self._zeros = 0  # log(0) does not exist: zero-length durations get their own count
+        self._count = 0
+        self._total = 0.0
+        self._min = math.inf
+        self._max = -math.inf
+
+    def add(self, x: float) -> None:
+        x = max(0.0, x)  # a negative duration can only be clock noise
+        self._count += 1
+        self._total += x
+        self._min = min(self._min, x)
+        self._max = max(self._max, x)
+        if self._exact is not None:
+            if len(self._exact) < EXACT_SAMPLES:
+                self._exact.append(x)
+                return
+            # The first sample past the limit: move the exact ones into buckets, for good.
+            exact, self._exact = self._exact, None
+            for sample in exact:
+                self._bucket(sample)
+        self._bucket(x)
+
+    def _bucket(self, x: float) -> None:
+        if x <= 0.0:
+            self._zeros += 1
+        else:
+            key = math.floor(math.log(x) / _LOG_GROWTH)
+            self._buckets[key] = self._buckets.get(key, 0) + 1
+
+    def percentile(self, q: float) -> float:
+        """The q-th percentile (0..100), interpolated between ranks like numpy's default."""
+        if self._count == 0:
+            return 0.0
+        rank = q / 100 * (self._count - 1)
+        lo, hi = math.floor(rank), math.ceil(rank)
+        if self._exact is not None:
+            ordered = sorted(self._exact)
+            low, high = ordered[lo], ordered[hi]
+        else:
+            low, high = self._value_at_rank(lo), self._value_at_rank(hi)
+        value = low + (high - low) * (rank - lo)
+        # A bucket's middle can lie just outside the values that fell in it.
+        return min(self._max, max(self._min, value))
+
+    def _value_at_rank(self, rank: int) -> float:
+        """The (approximate) value of the rank-th smallest duration, from the histogram."""
+        seen = self._zeros
+        if rank < seen:
+            return 0.0
+        for key in sorted(self._buckets):
+            seen += self._buckets[key]
+            if rank < seen:
+                return math.exp((key + 0.5) * _LOG_GROWTH)  # the bucket's geometric middle
+        return self._max
+
+    def summary(self) -> LatencySummary:
+        if self._count == 0:
+            return LatencySummary(0, 0.0, 0.0, 0.0, 0.0, 0.0)
+        return LatencySummary(
+            count=self._count,
+            mean=self._total / self._count,
+            p50=self.percentile(50),
+            p95=self.percentile(95),
+            p99=self.percentile(99),
+            max=self._max,
+        )
+
+
+class _Area:
+    """The area under a step function of time (a level that changes at events).
+
+    The mean of the level over a time span is `area / span`: that is a *time-weighted*
+    mean - a queue that holds 10 jobs for 9 s and 0 jobs for 1 s has mean depth 9, whatever
+    the number of events. `at_mark` is the area up to the last `mark()` (the last final
+    event), so a snapshot's means are over exactly the `elapsed` they are divided by.
+    """
+
+    __slots__ = ("_since", "_total", "at_mark", "level")
+
+    def __init__(self) -> None:
+        self.level = 0.0
+        self._since: float | None = None  # time of the last change; None before the first
+        self._total = 0.0
+        self.at_mark = 0.0
+
+    def set(self, t: float, level: float) -> None:
+        self._advance(t)
+        self.level = level
+
+    def mark(self, t: float) -> None:
+        self._advance(t)
+        self.at_mark = self._total
+
+    def _advance(self, t: float) -> None:
+        if self._since is not None:
+            self._total += self.level * (t - self._since)
+        self._since = t
+
+
+# -- the snapshot ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """What a run did, as numbers. Times are loop seconds (virtual on a virtual clock).
+
+    `elapsed` runs from the first ENQUEUED to the last final event; every mean "over time"
+    is over that span. `utilisation` is busy worker-seconds / (workers x elapsed).
+    """
+
+    jobs: int  # jobs that ended (any final status)
+    succeeded: int
+    dead_lettered: int
+    cancelled: int
+    elapsed: float
+    throughput: float  # ended jobs per second of elapsed
+    latency: LatencySummary  # enqueue -> final event, every ended job
+    service_time: LatencySummary  # first start -> final event, jobs that started
+    queue_depth_mean: float
+    queue_depth_max: int
+    in_system_mean: float  # jobs enqueued but not ended, time-weighted: Little's L
+    utilisation: float  # 0..1
+    producer_blocked_seconds: float
+    producer_blocked_count: int
+    retries: int
+    by_kind: dict[str, int] = field(default_factory=dict, hash=False)  # ended jobs per kind
+
+    def littles_law(self) -> tuple[float, float]:
+        """(L measured, lambda * W): mean jobs in system vs throughput x mean latency.
+
+        Little's law says they are equal for any queueing system observed from empty to
+        empty - no assumption about arrivals or service. For a complete run they agree to
+        rounding: a gap means jobs were still in the system when the measurement ended.
+        """
+        return self.in_system_mean, self.throughput * self.latency.mean
+
+    def summary_rows(self) -> list[tuple[str, str]]:
+        """(label, value) rows for a table; 3 significant figures, units in the labels."""
+        lat, svc = self.latency, self.service_time
+        little_l, little_lw = self.littles_law()
+        kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(self.by_kind.items()))
+        return [
+            ("jobs ended", str(self.jobs)),
+            ("succeeded / dead-lettered / cancelled",
+             f"{self.succeeded} / {self.dead_lettered} / {self.cancelled}"),
+            ("jobs by kind", kinds or "-"),
+            ("retries", str(self.retries)),
+            ("elapsed (s)", sig3(self.elapsed)),
+            ("throughput (jobs/s)", sig3(self.throughput)),
+            ("latency mean (s)", sig3(lat.mean)),
+            ("latency p50 / p95 / p99 (s)", " / ".join(map(sig3, (lat.p50, lat.p95, lat.p99)))),
+            ("latency max (s)", sig3(lat.max)),
+            ("service time mean (s)", sig3(svc.mean)),
+            ("service time p50 / p95 / p99 (s)",
+             " / ".join(map(sig3, (svc.p50, svc.p95, svc.p99)))),
+            ("queue depth mean / max (jobs)",
+             f"{sig3(self.queue_depth_mean)} / {self.queue_depth_max}"),
+            ("jobs in system, mean L (jobs)", sig3(little_l)),
+            ("Little's law: throughput x mean latency (jobs)", sig3(little_lw)),
+            ("worker utilisation (%)", sig3(100 * self.utilisation)),
+            ("producer blocked (s)", sig3(self.producer_blocked_seconds)),
+            ("producer blocked (times)", str(self.producer_blocked_count)),
+        ]
+
+    def __repr__(self) -> str:
+        return (
+            f"<Metrics jobs={self.jobs} succeeded={self.succeeded} "
+            f"dead_lettered={self.dead_lettered} cancelled={self.cancelled} "
+            f"throughput={sig3(self.throughput)}/s latency_p50={sig3(self.latency.p50)}s "
+            f"utilisation={sig3(100 * self.utilisation)}%>"
+        )
+
+
+# -- the streaming aggregator ----------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _JobState:
+    """What we remember about one job until its final event - then it is dropped."""
+
+    enqueued_at: float | None = None
+    kind: str = "unknown"
+    first_started: float | None = None
+    attempt_started: float | None = None  # set while an attempt holds a worker slot
+
+
+class MetricsAggregator:
+    """Turns events into metrics as they happen, in memory bounded by the jobs in flight.
+
+        agg = MetricsAggregator()
+        trace.subscribe(agg.feed)
+        ...                                  # run the pipeline
+        agg.snapshot(workers=4)              # Metrics(...), any time, as often as you like
+
+    Feed events in the order they happened (a Trace does). `pending_jobs` is how many jobs
+    it is holding state for: zero once every job has ended.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: dict[int, _JobState] = {}
+        self._blocked_since: dict[int | None, float] = {}  # submits waiting on a full queue
+        self._first_enqueued: float | None = None
+        self._last_final: float | None = None
+        self._counts = {kind: 0 for kind in FINAL_KINDS}
+        self._by_kind: dict[str, int] = {}
+        self._latency = _Durations()
+        self._service = _Durations()
+        self._queue_depth = _Area()
+        self._in_system = _Area()
+        self._busy = _Area()
+        self._queue_depth_max = 0
+        self._blocked_seconds = 0.0
+        self._blocked_count = 0
+        self._retries = 0
+
+    @property
+    def pending_jobs(self) -> int:
+        """Jobs seen but not ended yet - the only per-job state kept."""
+        return len(self._jobs)
+
+    @property
+    def blocked_producers(self) -> int:
+        """Submits currently waiting for room in the queue."""
+        return len(self._blocked_since)
+
+    def feed(self, event: Event) -> None:
+        """Take one event into account. Never waits, never grows with finished jobs."""
+        t, kind = event.t, event.kind
+        if kind is EventKind.PRODUCER_BLOCKED:
+            self._blocked_count += 1
+            self._blocked_since[event.job] = t
+            return
+        if kind is EventKind.PRODUCER_RESUMED:
+            since = self._blocked_since.pop(event.job, None)
+            if since is not None:
+                self._blocked_seconds += t - since
+            return
+        if kind is EventKind.RETRY_SCHEDULED:
+            self._retries += 1
+            return
+        if kind is EventKind.PHASE or event.job is None:
+            return
+
+        if event.value is not None and kind in (
+            EventKind.ENQUEUED, EventKind.DISPATCHED, EventKind.CANCELLED
+        ):
+            self._queue_depth.set(t, event.value)
+            self._queue_depth_max = max(self._queue_depth_max, int(event.value))
+
+        job = self._jobs.get(event.job)
+        if job is None:
+            # A job we did not see enqueued (we subscribed late) is still counted at its end.
+            job = self._jobs[event.job] = _JobState()
+        if kind is EventKind.ENQUEUED:
+            if self._first_enqueued is None:
+                self._first_enqueued = t
+            if job.enqueued_at is None:
+                job.enqueued_at, job.kind = t, event.info or "unknown"
+                self._in_system.set(t, self._in_system.level + 1)
+            return
+        if kind is EventKind.STARTED:
+            if job.first_started is None:
+                job.first_started = t
+            job.attempt_started = t
+            self._busy.set(t, self._busy.level + 1)
+        elif kind in _ATTEMPT_ENDS and job.attempt_started is not None:
+            # The slot is free again. (A DEAD_LETTERED right after ATTEMPT_FAILED, or a job
+            # cancelled while waiting out a backoff, holds no slot: nothing to release.)
+            job.attempt_started = None
+            self._busy.set(t, self._busy.level - 1)
+
+        if kind in FINAL_KINDS:
+            del self._jobs[event.job]  # the job is over: forget it (bounded memory)
+            self._final(t, kind, job)
+
+    def _final(self, t: float, kind: EventKind, job: _JobState) -> None:
+        self._counts[kind] += 1
+        self._by_kind[job.kind] = self._by_kind.get(job.kind, 0) + 1
+        if job.enqueued_at is not None:
+            self._latency.add(t - job.enqueued_at)
+            self._in_system.set(t, self._in_system.level - 1)
+        if job.first_started is not None:
+            self._service.add(t - job.first_started)
+        # Time-weighted means stop at the last final event: freeze the areas there.
+        self._last_final = t
+        for area in (self._queue_depth, self._in_system, self._busy):
+            area.mark(t)
+
+    def snapshot(self, workers: int) -> Metrics:
+        """The metrics so far, as an immutable value. `workers` is the number of slots."""
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise InvalidConfigError(f"snapshot(workers=...) must be an int >= 1, got {workers!r}")
+        jobs = sum(self._counts.values())
+        if self._first_enqueued is None or self._last_final is None:
+            elapsed = 0.0
+        else:
+            elapsed = max(0.0, self._last_final - self._first_enqueued)
+
+        def per_second(area: _Area) -> float:
+            return area.at_mark / elapsed if elapsed > 0 else 0.0
+
+        return Metrics(
+            jobs=jobs,
+            succeeded=self._counts[EventKind.SUCCEEDED],
+            dead_lettered=self._counts[EventKind.DEAD_LETTERED],
+            cancelled=self._counts[EventKind.CANCELLED],
+            elapsed=elapsed,
+            throughput=jobs / elapsed if elapsed > 0 else 0.0,
+            latency=self._latency.summary(),
+            service_time=self._service.summary(),
+            queue_depth_mean=per_second(self._queue_depth),
+            queue_depth_max=self._queue_depth_max,
+            in_system_mean=per_second(self._in_system),
+            utilisation=per_second(self._busy) / workers,
+            producer_blocked_seconds=self._blocked_seconds,
+            producer_blocked_count=self._blocked_count,
+            retries=self._retries,
+            by_kind=dict(sorted(self._by_kind.items())),
+        )
+
+    def __repr__(self) -> str:
+        ended = sum(self._counts.values())
+        return f"<MetricsAggregator ended={ended} pending={len(self._jobs)}>"
+
+
+def metrics_from_trace(trace: Trace | Iterable[Event], workers: int) -> Metrics:
+    """Metrics of a finished (or loaded) trace - the same numbers a live aggregator gives."""
+    agg = MetricsAggregator()
+    for event in trace:
+        agg.feed(event)
+    return agg.snapshot(workers)
+
+
+# -- series for plots (need a kept trace) ----------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """One attempt on one worker slot, from STARTED to the event that ended it.
+
+    `outcome` is "succeeded", "failed" (the attempt failed; a retry may follow),
+    "dead-lettered" (the last attempt of a job that gave up), "cancelled", or "running"
+    (still going when the trace ended).
+    """
+
+    worker: int
+    job: int
+    kind: str
+    attempt: int
+    start: float
+    end: float
+    outcome: str
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+
+_OUTCOME = {
+    EventKind.ATTEMPT_FAILED: "failed",
+    EventKind.SUCCEEDED: "succeeded",
+    EventKind.DEAD_LETTERED: "dead-lettered",
+    EventKind.CANCELLED: "cancelled",
+}
+
+
+def queue_depth_series(trace: Trace | Iterable[Event]) -> tuple[list[float], list[float]]:
+    """(times, depths) of the queue: one point per event that reports the depth.
+
+    Draw it as a step (`ax.step(t, d, where="post")`). Several points may share a time on a
+    virtual clock - the queue filled and emptied in the same instant - and are kept, so the
+    peak the metrics report is visible in the picture too. A last point at the trace's end
+    carries the final depth to the right edge.
+    """
+    times: list[float] = []
+    depths: list[float] = []
+    last_t: float | None = None
+    for e in trace:
+        last_t = e.t
+        if e.value is not None and e.kind in (
+            EventKind.ENQUEUED, EventKind.DISPATCHED, EventKind.CANCELLED
+        ):
+            times.append(e.t)
+            depths.append(e.value)
+    if times and last_t is not None and last_t > times[-1]:
+        times.append(last_t)
+        depths.append(depths[-1])
+    return times, depths
+
+
+def blocked_intervals(trace: Trace | Iterable[Event]) -> list[tuple[float, float]]:
+    """(start, end) of every wait of a producer on a full queue, in order of start.
+
+    A wait that never ended (the trace stops first) ends at the trace's last event.
+    """
+    open_since: dict[int | None, float] = {}
+    intervals: list[tuple[float, float]] = []
+    last_t = 0.0
+    for e in trace:
+        last_t = e.t
+        if e.kind is EventKind.PRODUCER_BLOCKED:
+            open_since[e.job] = e.t
+        elif e.kind is EventKind.PRODUCER_RESUMED and e.job in open_since:
+            intervals.append((open_since.pop(e.job), e.t))
+    intervals.extend((start, last_t) for start in open_since.values())
+    return sorted(intervals)
+
+
+def worker_spans(trace: Trace | Iterable[Event]) -> list[Span]:
+    """Every attempt as a `Span` (who ran what, when), in order of start."""
+    kinds: dict[int, str] = {}
+    running: dict[int, Event] = {}  # job -> its STARTED event, while the attempt runs
+    spans: list[Span] = []
+    last_t = 0.0
+
+    def close(start: Event, end: float, outcome: str) -> None:
+        assert start.job is not None
+        spans.append(Span(
+            worker=start.worker if start.worker is not None else -1,
+            job=start.job,
+            kind=kinds.get(start.job, "unknown"),
+            attempt=start.attempt if start.attempt is not None else 1,
+            start=start.t,
+            end=end,
+            outcome=outcome,
+        ))
+
+    for e in trace:
+        last_t = e.t
+        if e.job is None:
+            continue
+        if e.kind is EventKind.ENQUEUED:
+            kinds[e.job] = e.info or "unknown"
+        elif e.kind is EventKind.STARTED:
+            running[e.job] = e
+        elif e.kind in _OUTCOME:
+            started = running.pop(e.job, None)
+            if started is not None:
+                close(started, e.t, _OUTCOME[e.kind])
+            elif e.kind is EventKind.DEAD_LETTERED:
+                # The last attempt already ended with ATTEMPT_FAILED: it is the one that
+                # made the job give up, so show it as dead-lettered.
+                for i in range(len(spans) - 1, -1, -1):
+                    if spans[i].job == e.job:
+                        if spans[i].outcome == "failed":
+                            old = spans[i]
+                            spans[i] = Span(old.worker, old.job, old.kind, old.attempt,
+                                            old.start, old.end, "dead-lettered")
+                        break
+    for started in running.values():
+        close(started, last_t, "running")
+    return sorted(spans, key=lambda s: (s.start, s.worker, s.job))
+
+
+def busy_series(trace: Trace | Iterable[Event]) -> tuple[list[float], list[float]]:
+    """(times, busy worker slots): a step series, one point per start or end of an attempt."""
+    changes: list[tuple[float, int]] = []
+    for span in worker_spans(trace):
+        changes.append((span.start, +1))
+        if span.outcome != "running":
+            changes.append((span.end, -1))
+    # At equal times, ends before starts: a slot freed and reused at once is not 2 busy.
+    changes.sort(key=lambda c: (c[0], c[1]))
+    times: list[float] = []
+    busy: list[float] = []
+    level = 0
+    for t, step in changes:
+        level += step
+        times.append(t)
+        busy.append(float(level))
+    return times, busy

@@ -1,0 +1,526 @@
+"""The pipeline: every stage wired together, with shutdown and exact accounting.
+
+    producers --submit()--> JobQueue(capacity) --> Dispatcher --> Worker 0..N-1 --> Collector
+                            (backpressure)         (N at once)     (stages, retries)  (books)
+
+    async with Pipeline(workers=4, capacity=10) as pipe:
+        for job in jobs:
+            await pipe.submit(job)       # waits while the queue is full
+    print(pipe.report)                   # leaving the block drained everything
+
+Shutdown runs in phases, each recorded in the trace as a PHASE event:
+
+    closing    the queue refuses new jobs; producers waiting for space get PipelineClosedError
+               (their jobs were never accepted, so nothing is lost); with cancel_queued=True
+               the queued jobs end CANCELLED(never-started) right here
+    draining   the dispatcher keeps starting queued jobs, workers finish theirs (retries too)
+    deadline   only if `drain_timeout` passes first: the root token is cancelled - the
+               dispatcher stops, workers cut the stage they are in - and every job left ends
+               CANCELLED (never-started / interrupted / awaiting-retry)
+    stopped    tasks ended, pools closed; the ShutdownReport is computed from the ledger
+
+Who owns what: the Pipeline creates the root token, the queue, the ledger and every task,
+and is the only one that cancels the root. Cancelling `pipe.token` yourself means "stop
+now": a shutdown with no drain time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections.abc import AsyncIterable, Iterable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+from jobq.accounting import IdSet, Ledger
+from jobq.cancel import CancellationToken
+from jobq.clock import in_virtual_time, is_virtual
+from jobq.collector import Collector
+from jobq.dispatcher import Dispatcher
+from jobq.errors import DuplicateJobError, InvalidConfigError, InvalidJobError, PipelineClosedError
+from jobq.http import HttpClient, HttpLimits
+from jobq.jobs import CancelReason, Job, JobResult, ResultStatus
+from jobq.metrics import Metrics, MetricsAggregator
+from jobq.offload import CpuOffload, ExecutorKind
+from jobq.progress import make_progress
+from jobq.queue import JobQueue
+from jobq.retry import DeadLetterQueue, FailurePlan, RetryPolicy
+from jobq.trace import EventKind, Trace
+from jobq.work import CpuFunction, cpu_work
+from jobq.worker import Worker, WorkerServices
+
+__all__ = ["Pipeline", "PipelineState", "PipelineStatistics", "RunResult", "ShutdownReport", "run"]
+
+
+class PipelineState(enum.Enum):
+    CREATED = "created"
+    RUNNING = "running"
+    DRAINING = "draining"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True)
+class PipelineStatistics:
+    """A snapshot of the pipeline at one instant; it does not change afterwards."""
+
+    state: str
+    workers: int
+    capacity: int
+    queued: int
+    running: int
+    submitted: int
+    succeeded: int
+    dead_lettered: int
+    cancelled: int
+    open: int  # accepted and not yet final
+    producers_waiting: int
+
+
+@dataclass(frozen=True)
+class ShutdownReport:
+    """How every accepted job ended. `lost` comes from the ledger and must be 0."""
+
+    submitted: int
+    succeeded: int
+    dead_lettered: int
+    cancelled_never_started: int
+    cancelled_interrupted: int
+    cancelled_awaiting_retry: int
+    lost: int
+    drained: bool  # True if everything ended before the drain deadline
+    phases: tuple[tuple[str, float], ...] = field(default=())
+
+    @property
+    def cancelled(self) -> int:
+        return (self.cancelled_never_started + self.cancelled_interrupted
+                + self.cancelled_awaiting_retry)
+
+    @property
+    def failed(self) -> int:
+        """Jobs that failed every attempt (they are in the dead-letter queue)."""
+        return self.dead_lettered
+
+    @property
+    def ended(self) -> int:
+        return self.succeeded + self.dead_lettered + self.cancelled
+
+    def rows(self) -> list[tuple[str, int]]:
+        return [
+            ("submitted", self.submitted),
+            ("succeeded", self.succeeded),
+            ("dead-lettered", self.dead_lettered),
+            ("cancelled: never started", self.cancelled_never_started),
+            ("cancelled: interrupted", self.cancelled_interrupted),
+            ("cancelled: awaiting retry", self.cancelled_awaiting_retry),
+            ("lost", self.lost),
+        ]
+
+    def __str__(self) -> str:
+        width = max(len(name) for name, _ in self.rows())
+        return "\n".join(f"{name:<{width}}  {count:>8}" for name, count in self.rows())
+
+
+class Pipeline:
+    """Producer(s) -> bounded queue -> dispatcher -> N workers -> collector.
+
+        async with Pipeline(workers=4, capacity=10) as pipe:
+            await pipe.submit(Job(1, b"hi", Delayed(0.5)))
+        assert pipe.report.lost == 0
+
+    Arguments (all keyword-only):
+        workers, capacity   at most `workers` jobs run at once; at most `capacity` wait
+        executor            "process" (default), "thread", "inline" or your own Executor:
+                            where CpuBound work runs
+        retry               RetryPolicy (default: 3 retries, 0.1 s doubling backoff)
+        failures            FailurePlan: fail attempts on purpose (demos, tests)
+        http                HttpLimits for AsyncIo jobs (timeouts, size cap)
+        trace               True: keep every event; False: keep none (bounded memory);
+                            or a Trace of your own (e.g. Trace(keep=False, path="run.jsonl"))
+        keep_results        keep every JobResult in `results` (False for huge runs)
+        progress, total     show a progress bar (None: on unless under pytest) out of `total`
+        cpu_function        the function CpuBound jobs run: (iterations, payload) -> int
+        cpu_cost            virtual seconds per iteration: *model* CpuBound work instead of
+                            computing it (for simulations on the virtual clock)
+        drain_timeout       the default for shutdown() and for leaving `async with`
+    """
+
+    def __init__(
+        self,
+        *,
+        workers: int = 4,
+        capacity: int = 10,
+        executor: ExecutorKind | Executor = "process",
+        retry: RetryPolicy | None = None,
+        failures: FailurePlan | None = None,
+        http: HttpLimits | None = None,
+        trace: bool | Trace = True,
+        keep_results: bool = True,
+        progress: bool | None = False,
+        total: int | None = None,
+        cpu_function: CpuFunction = cpu_work,
+        cpu_cost: float | None = None,
+        drain_timeout: float | None = None,
+    ) -> None:
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise InvalidConfigError(f"workers must be an int >= 1, got {workers!r}")
+        if cpu_cost is not None and not cpu_cost >= 0:
+            raise InvalidConfigError(f"cpu_cost must be >= 0 seconds per iteration, got {cpu_cost}")
+        if drain_timeout is not None and not drain_timeout >= 0:
+            raise InvalidConfigError(f"drain_timeout must be >= 0 seconds, got {drain_timeout}")
+        self.workers = workers
+        self.capacity = capacity
+        self.drain_timeout = drain_timeout
+        self._queue = JobQueue(capacity)  # validates capacity
+        self.trace = trace if isinstance(trace, Trace) else Trace(keep=trace)
+        self._metrics = MetricsAggregator()
+        self.trace.subscribe(self._metrics.feed)
+        self.ledger = Ledger()
+        self.dead_letters = DeadLetterQueue()
+        self._ids = IdSet()  # every id ever accepted: duplicates are refused
+        self._total = total
+        self._keep_results = keep_results
+        self._progress_enabled = progress
+        self._offload = CpuOffload(executor, max_workers=workers, function=cpu_function)
+        self._http_limits = http or HttpLimits()
+        self._http: HttpClient | None = None
+        self._retry = retry or RetryPolicy()
+        self._failures = failures or FailurePlan()
+        self._cpu_cost = cpu_cost
+        # The token tree: root -> dispatcher -> each worker (see jobq.cancel).
+        self.token = CancellationToken("root")
+        self._dispatcher_token = self.token.child("dispatcher")
+        self._state = PipelineState.CREATED
+        self._tasks: list[asyncio.Task[None]] = []
+        self._dispatcher: Dispatcher | None = None
+        self._collector: Collector | None = None
+        self._shutdown_task: asyncio.Task[ShutdownReport] | None = None
+        self.report: ShutdownReport | None = None
+        self._phases: list[tuple[str, float]] = []
+
+    # -- starting ---------------------------------------------------------------------------
+    def _start(self) -> None:
+        if self._state is not PipelineState.CREATED:
+            return
+        loop = asyncio.get_running_loop()
+        self._collector = Collector(
+            self.ledger, make_progress(self._progress_enabled, self._total),
+            keep_results=self._keep_results,
+        )
+        services = WorkerServices(
+            trace=self.trace, ledger=self.ledger, retry=self._retry, failures=self._failures,
+            offload=self._offload, http=self._http_client, cpu_cost=self._cpu_cost,
+            dead_letters=self.dead_letters, deliver=self._collector.deliver,
+        )
+        self._dispatcher = Dispatcher(self._queue, self._dispatcher_token, self.trace)
+        for slot in range(self.workers):
+            worker = Worker(slot, self._dispatcher_token.child(f"worker-{slot}"), services,
+                            self._dispatcher.slot_freed)
+            self._dispatcher.add_worker(worker)
+            self._tasks.append(loop.create_task(worker.run(), name=f"jobq-worker-{slot}"))
+        self._tasks.append(loop.create_task(self._dispatcher.run(), name="jobq-dispatcher"))
+        self._collector_task = loop.create_task(self._collector.run(), name="jobq-collector")
+        # Cancelling the root yourself means "stop now": shut down with no drain time.
+        self.token.on_cancel(self._root_cancelled)
+        self._state = PipelineState.RUNNING
+
+    def _root_cancelled(self) -> None:
+        if self._shutdown_task is None:
+            self._shutdown_task = asyncio.get_running_loop().create_task(
+                self._shutdown(0.0, cancel_queued=True), name="jobq-shutdown"
+            )
+
+    def _http_client(self) -> HttpClient:
+        if self._http is None:
+            self._http = HttpClient(self._http_limits)
+        return self._http
+
+    async def __aenter__(self) -> Pipeline:
+        self._start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            await self.shutdown()
+        else:
+            # The block failed: do not wait for queued work, but still account for it.
+            await self.shutdown(drain_timeout=0.0, cancel_queued=True)
+
+    # -- submitting -------------------------------------------------------------------------
+    def _admit(self, job: Job) -> None:
+        """Refuse what cannot be accepted, before anything is changed."""
+        if not isinstance(job, Job):
+            raise InvalidJobError(f"submit() takes a Job, got {type(job).__name__} {job!r}")
+        if self._state in (PipelineState.DRAINING, PipelineState.STOPPED):
+            raise PipelineClosedError(
+                f"the pipeline is {self._state.value}; job {job.id} was not accepted"
+            )
+        if job.id in self._ids:
+            raise DuplicateJobError(f"Job.id {job.id} was already submitted to this pipeline")
+        self._start()
+        self._ids.add(job.id)  # reserved now, so a concurrent duplicate is refused too
+
+    def _accepted(self, job: Job) -> None:
+        # Runs in the same step as the put: the dispatcher cannot see the job before this.
+        now = asyncio.get_running_loop().time()
+        self.ledger.accept(job.id, now)
+        self.trace.emit(now, EventKind.ENQUEUED, job.id, None, None, job.kind, len(self._queue))
+
+    async def submit(self, job: Job) -> None:
+        """Submit `job`, waiting while the queue is full (this wait *is* backpressure).
+
+        Raises InvalidJobError / DuplicateJobError at once, and PipelineClosedError if
+        shutdown begins - before or while we wait; then the job was not accepted.
+        """
+        self._admit(job)
+        blocked = self._queue.full()
+        if blocked:
+            self.trace.emit(asyncio.get_running_loop().time(), EventKind.PRODUCER_BLOCKED, job.id)
+        try:
+            await self._queue.put(job)
+        except BaseException:
+            self._ids.discard(job.id)  # never accepted: the id is free again
+            raise
+        finally:
+            if blocked:
+                self.trace.emit(asyncio.get_running_loop().time(), EventKind.PRODUCER_RESUMED,
+                                job.id)
+        self._accepted(job)
+
+    def submit_nowait(self, job: Job) -> None:
+        """Submit `job` or raise QueueFullError at once - the non-waiting twin of submit()."""
+        self._admit(job)
+        try:
+            self._queue.put_nowait(job)
+        except BaseException:
+            self._ids.discard(job.id)
+            raise
+        self._accepted(job)
+
+    async def submit_many(self, jobs: Iterable[Job] | AsyncIterable[Job]) -> int:
+        """Submit every job in order (each may wait). Returns how many were accepted."""
+        count = 0
+        if isinstance(jobs, AsyncIterable):
+            async for job in jobs:
+                await self.submit(job)
+                count += 1
+        else:
+            for job in jobs:
+                await self.submit(job)
+                count += 1
+        return count
+
+    async def replay(self, job_ids: Iterable[int] | None = None) -> list[int]:
+        """Take jobs out of the dead-letter queue and submit them again (same ids)."""
+        letters = self.dead_letters.take(job_ids)
+        replayed: list[int] = []
+        try:
+            for letter in letters:
+                self._ids.discard(letter.job.id)  # its one final status was dead-lettered
+                await self.submit(letter.job)
+                replayed.append(letter.job.id)
+        finally:
+            for letter in letters[len(replayed):]:  # not resubmitted: keep it dead-lettered
+                self._ids.add(letter.job.id)
+                self.dead_letters.add(letter)
+        return replayed
+
+    # -- watching ---------------------------------------------------------------------------
+    @property
+    def state(self) -> PipelineState:
+        return self._state
+
+    @property
+    def results(self) -> list[JobResult]:
+        return [] if self._collector is None else self._collector.results
+
+    def statistics(self) -> PipelineStatistics:
+        by = self.ledger.by_status
+        return PipelineStatistics(
+            state=self._state.value, workers=self.workers, capacity=self.capacity,
+            queued=len(self._queue),
+            running=0 if self._dispatcher is None else self._dispatcher.busy,
+            submitted=self.ledger.accepted, succeeded=by[ResultStatus.SUCCEEDED],
+            dead_lettered=by[ResultStatus.DEAD_LETTERED], cancelled=by[ResultStatus.CANCELLED],
+            open=len(self.ledger.open), producers_waiting=self._queue.waiting_producers,
+        )
+
+    def metrics(self) -> Metrics:
+        """Throughput, latency percentiles, queue depth, utilisation - from the events."""
+        return self._metrics.snapshot(self.workers)
+
+    async def wait_drained(self) -> None:
+        """Wait until every job accepted so far has ended (more may be submitted later)."""
+        if self._collector is not None:
+            await self._collector.wait_drained()
+
+    # -- shutting down ----------------------------------------------------------------------
+    async def shutdown(
+        self, *, drain_timeout: float | None = ..., cancel_queued: bool = False  # type: ignore[assignment]
+    ) -> ShutdownReport:
+        """Stop accepting, drain, cut at the deadline, report. Safe to call more than once.
+
+        drain_timeout: seconds to let queued and running jobs finish (None: no limit;
+        default: the pipeline's `drain_timeout`). cancel_queued: end queued jobs at once
+        as CANCELLED(never-started) instead of running them.
+        """
+        timeout = self.drain_timeout if drain_timeout is ... else drain_timeout
+        if timeout is not None and not timeout >= 0:
+            raise InvalidConfigError(f"drain_timeout must be >= 0 seconds, got {timeout}")
+        if self._shutdown_task is None:
+            self._shutdown_task = asyncio.get_running_loop().create_task(
+                self._shutdown(timeout, cancel_queued), name="jobq-shutdown"
+            )
+        # shield: if our caller is cancelled (a second Ctrl-C), shutdown still completes.
+        return await asyncio.shield(self._shutdown_task)
+
+    def _phase(self, name: str) -> None:
+        now = asyncio.get_running_loop().time()
+        self._phases.append((name, now))
+        self.trace.emit(now, EventKind.PHASE, info=name)
+
+    def _cancel_queued(self) -> None:
+        """End every job still in the queue as CANCELLED(never-started)."""
+        assert self._collector is not None
+        now = asyncio.get_running_loop().time()
+        jobs = self._queue.drain_nowait()
+        for left, job in enumerate(reversed(jobs)):
+            self.trace.emit(now, EventKind.CANCELLED, job.id, None, None,
+                            CancelReason.NEVER_STARTED.value, len(jobs) - left - 1)
+            self._collector.deliver(JobResult(
+                job.id, 0.0, ResultStatus.CANCELLED, kind=job.kind,
+                submitted_at=self.ledger.open[job.id], finished_at=now,
+                cancel_reason=CancelReason.NEVER_STARTED,
+            ))
+
+    async def _shutdown(self, drain_timeout: float | None, cancel_queued: bool) -> ShutdownReport:
+        if self._state is PipelineState.CREATED:  # never started: nothing to drain
+            self._state = PipelineState.STOPPED
+            self.trace.close()
+            self.report = self._report(drained=True)
+            return self.report
+        assert self._collector is not None and self._dispatcher is not None
+        self._state = PipelineState.DRAINING
+        self._phase("closing")
+        self._queue.close()
+        if cancel_queued:
+            self._cancel_queued()
+        self._phase("draining")
+        drained = await self._drain(drain_timeout)
+        if not drained:
+            self._phase("deadline")
+        # Drained or not, cancel the tree: idle workers exit, busy ones cut their stage.
+        self.token.cancel()
+        results = await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._cancel_queued()  # anything the stopped dispatcher left behind
+        self._collector.stop()
+        await self._collector_task
+        await self._close_resources()
+        self._phase("stopped")
+        self._state = PipelineState.STOPPED
+        self.trace.close()
+        self.report = self._report(drained)
+        for outcome in results:  # a stage that crashed is a bug: do not hide it
+            if isinstance(outcome, Exception):
+                raise outcome
+        return self.report
+
+    async def _drain(self, timeout: float | None) -> bool:
+        """Wait for every open job to end, for the root token, or for `timeout`."""
+        assert self._collector is not None
+        if not self.ledger.open:
+            return True
+        if self.token.cancelled or timeout == 0:
+            return False
+        drained = asyncio.ensure_future(self._collector.wait_drained())
+        stop = asyncio.ensure_future(self.token.wait_cancelled())
+        try:
+            await asyncio.wait({drained, stop}, timeout=timeout,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in (drained, stop):
+                waiter.cancel()
+        return not self.ledger.open
+
+    async def _close_resources(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+        # Waiting for a process pool to stop blocks; do it off the loop.
+        await asyncio.get_running_loop().run_in_executor(None, self._offload.close)
+        assert self._collector is not None
+        self._collector.progress.close()
+
+    def _report(self, drained: bool) -> ShutdownReport:
+        by, why = self.ledger.by_status, self.ledger.by_reason
+        return ShutdownReport(
+            submitted=self.ledger.accepted,
+            succeeded=by[ResultStatus.SUCCEEDED],
+            dead_lettered=by[ResultStatus.DEAD_LETTERED],
+            cancelled_never_started=why[CancelReason.NEVER_STARTED],
+            cancelled_interrupted=why[CancelReason.INTERRUPTED],
+            cancelled_awaiting_retry=why[CancelReason.AWAITING_RETRY],
+            lost=self.ledger.lost,
+            drained=drained,
+            phases=tuple(self._phases),
+        )
+
+    def __repr__(self) -> str:
+        queued = len(self._queue)
+        running = 0 if self._dispatcher is None else self._dispatcher.busy
+        return f"<Pipeline {self._state.value} queued={queued} running={running}>"
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """Everything one `jobq.run(...)` produced."""
+
+    report: ShutdownReport
+    results: list[JobResult]
+    trace: Trace
+    metrics: Metrics
+    dead_letters: DeadLetterQueue
+    workers: int
+
+    def __repr__(self) -> str:
+        r = self.report
+        return (f"<RunResult submitted={r.submitted} succeeded={r.succeeded} "
+                f"dead_lettered={r.dead_lettered} cancelled={r.cancelled} lost={r.lost}>")
+
+
+async def run(
+    jobs: Iterable[Job],
+    *,
+    producers: int = 1,
+    virtual_time: bool = False,
+    drain_timeout: float | None = None,
+    **options: Any,
+) -> RunResult:
+    """Run `jobs` through a new Pipeline and return everything it produced - one call.
+
+        result = await jobq.run(jobs, workers=4, virtual_time=True)
+
+    producers: how many producer tasks share the jobs (round-robin); virtual_time: run on
+    the virtual clock (in a worker thread when called from a running real loop, such as a
+    notebook cell). Other keyword arguments go to Pipeline.
+    """
+    if isinstance(producers, bool) or not isinstance(producers, int) or producers < 1:
+        raise InvalidConfigError(f"producers must be an int >= 1, got {producers!r}")
+    if virtual_time and not is_virtual():
+        return await in_virtual_time(run(jobs, producers=producers, drain_timeout=drain_timeout,
+                                         **options))
+    job_list = list(jobs)
+    options.setdefault("total", len(job_list))
+    pipe = Pipeline(drain_timeout=drain_timeout, **options)
+    async with pipe:
+        async with asyncio.TaskGroup() as group:
+            for p in range(producers):
+                group.create_task(pipe.submit_many(job_list[p::producers]))
+    assert pipe.report is not None
+    return RunResult(pipe.report, pipe.results, pipe.trace, pipe.metrics(), pipe.dead_letters,
+                     pipe.workers)

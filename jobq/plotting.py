@@ -1,0 +1,510 @@
+"""Pictures of a run, drawn from its trace - the same events the metrics are computed from.
+
+Every function answers one question, and says so in its title:
+
+    plot_concurrency_trace   Who ran what, when?
+    plot_backpressure        When did the producer wait?
+    plot_shutdown_timeline   What did shutdown do?
+    plot_retry_timeline      How did retries play out?
+    plot_cpu_offload         Does CPU work starve the event loop?
+    plot_dashboard           How did the run go?  (four panels and the key numbers)
+
+Each takes the data plus `ax=None` and returns the Axes it drew on (a new figure of a fixed
+size when `ax` is None), so a notebook can put several in one figure. One colour means one
+thing everywhere: `STATUS_COLOURS` for how an attempt or job ended, `KIND_COLOURS` for the
+job type. Time axes say whether they show virtual seconds (the virtual clock) or real ones.
+
+This is the only jobq module that imports matplotlib. It never chooses a backend: the
+notebook (inline) or the test run (MPLBACKEND=Agg) does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from itertools import pairwise
+from typing import TYPE_CHECKING, Literal
+
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
+
+from jobq.metrics import (
+    Metrics,
+    Span,
+    blocked_intervals,
+    queue_depth_series,
+    sig3,
+    worker_spans,
+)
+from jobq.trace import FINAL_KINDS, Event, EventKind, Trace
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+__all__ = [
+    "KIND_COLOURS",
+    "STATUS_COLOURS",
+    "plot_backpressure",
+    "plot_concurrency_trace",
+    "plot_cpu_offload",
+    "plot_dashboard",
+    "plot_retry_timeline",
+    "plot_shutdown_timeline",
+]
+
+# Colour-blind-safe (Paul Tol's palettes). Defined once: green always means "succeeded".
+STATUS_COLOURS: dict[str, str] = {
+    "succeeded": "#228833",
+    "failed": "#EE7733",  # one attempt failed; a retry may follow
+    "dead-lettered": "#CC3311",
+    "cancelled": "#777777",
+    "running": "#DDDDDD",  # still running when the trace ended
+}
+KIND_COLOURS: dict[str, str] = {
+    "cpu": "#4477AA",
+    "io": "#66CCEE",
+    "delay": "#AA3377",
+    "unknown": "#BBBBBB",
+}
+BLOCKED_COLOUR = "#EE7733"  # producer waiting: the shading of plot_backpressure
+QUEUE_COLOUR = "#4477AA"
+
+FIGSIZE = (9.0, 4.0)  # every single plot; the dashboard is bigger
+DASHBOARD_FIGSIZE = (14.0, 9.0)
+_BAR_HEIGHT = 0.6
+_LABEL_BARS_UP_TO = 60  # write job ids into bars only while they stay legible
+
+_FINAL_STATUS = {
+    EventKind.SUCCEEDED: "succeeded",
+    EventKind.DEAD_LETTERED: "dead-lettered",
+    EventKind.CANCELLED: "cancelled",
+}
+_STATUS_MARKERS = {"succeeded": "o", "dead-lettered": "X", "cancelled": "s"}
+
+
+# -- small shared helpers --------------------------------------------------------------
+
+
+def _new_axes(ax: Axes | None, figsize: tuple[float, float] = FIGSIZE) -> Axes:
+    if ax is not None:
+        return ax
+    # Imported here, not at the top: `import jobq` should not load pyplot, and pyplot is
+    # what binds a figure to a backend - which the caller chose, not us.
+    import matplotlib.pyplot as plt
+
+    _, new_ax = plt.subplots(figsize=figsize, layout="constrained")
+    return new_ax
+
+
+def _events(trace: Trace | Iterable[Event]) -> list[Event]:
+    # Each helper below walks the events once; a list lets a generator be walked twice.
+    return list(trace)
+
+
+def _time_label(virtual: bool) -> str:
+    return "time (virtual s)" if virtual else "time (s)"
+
+
+def _legend_outside(ax: Axes, handles: Sequence[Patch | Line2D], title: str | None = None) -> None:
+    # Right of the axes, so it never hides a bar; constrained layout makes room for it.
+    ax.legend(handles=handles, title=title, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+              frameon=False, fontsize="small")
+
+
+def _draw_spans(
+    ax: Axes,
+    spans: Sequence[Span],
+    row: Mapping[int, int],
+    row_of: Literal["worker", "job"],
+    colour_of: Mapping[str, str],
+    key_of: Literal["kind", "outcome"],
+) -> list[str]:
+    """Draw each span as a horizontal bar; return the colour keys used, in legend order."""
+    groups: dict[str, list[Span]] = {}
+    for span in spans:
+        groups.setdefault(getattr(span, key_of), []).append(span)
+    order = [k for k in colour_of if k in groups] + sorted(k for k in groups if k not in colour_of)
+    total = max((s.end for s in spans), default=0.0) - min((s.start for s in spans), default=0.0)
+    for key in order:
+        group = groups[key]
+        ys = [row[getattr(s, row_of)] for s in group]
+        ax.barh(ys, [s.duration for s in group], left=[s.start for s in group],
+                height=_BAR_HEIGHT, color=colour_of.get(key, "#BBBBBB"), edgecolor="white",
+                linewidth=0.8, label=key)
+        # A zero-width bar is invisible - e.g. CPU work on the virtual clock costs no virtual
+        # time. A tick mark keeps it on the picture.
+        instant = [s for s in group if s.duration == 0]
+        if instant:
+            ax.plot([s.start for s in instant], [row[getattr(s, row_of)] for s in instant],
+                    "|", color=colour_of.get(key, "#BBBBBB"), markersize=14, mew=2)
+    if len(spans) <= _LABEL_BARS_UP_TO and total > 0:
+        for s in spans:
+            if s.duration >= 0.04 * total:
+                text = f"#{s.attempt}" if row_of == "job" else str(s.job)
+                ax.text(s.start + s.duration / 2, row[getattr(s, row_of)], text,
+                        ha="center", va="center", fontsize=7, color="white")
+    return order
+
+
+def _rows(ax: Axes, labels: Sequence[str], ylabel: str) -> None:
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_ylim(len(labels) - 0.5, -0.5)  # first row on top, like a table
+    ax.set_ylabel(ylabel)
+
+
+def _empty(ax: Axes, message: str) -> None:
+    ax.text(0.5, 0.5, message, transform=ax.transAxes, ha="center", va="center",
+            color="#777777")
+
+
+# -- the plots -------------------------------------------------------------------------
+
+
+def plot_concurrency_trace(
+    trace: Trace | Iterable[Event],
+    *,
+    ax: Axes | None = None,
+    virtual: bool = True,
+    colour_by: Literal["kind", "outcome"] = "kind",
+) -> Axes:
+    """Who ran what, when? One row per worker slot, one bar per attempt (job id inside).
+
+    Colour by job `"kind"` (cpu / io / delay) or by `"outcome"` of the attempt. No more
+    than N rows can be busy at any time - that is the concurrency limit, visible.
+    """
+    if colour_by not in ("kind", "outcome"):
+        raise ValueError(f"colour_by must be 'kind' or 'outcome', got {colour_by!r}")
+    ax = _new_axes(ax)
+    spans = worker_spans(_events(trace))
+    workers = sorted({s.worker for s in spans})
+    row = {w: i for i, w in enumerate(workers)}
+    colours = KIND_COLOURS if colour_by == "kind" else STATUS_COLOURS
+    keys = _draw_spans(ax, spans, row, "worker", colours, colour_by)
+    _rows(ax, [f"worker {w}" for w in workers], "worker slot")
+    ax.set_xlabel(_time_label(virtual))
+    ax.set_title("Who ran what, when?")
+    if spans:
+        handles = [Patch(color=colours.get(k, "#BBBBBB"), label=k) for k in keys]
+        _legend_outside(ax, handles, "job kind" if colour_by == "kind" else "attempt outcome")
+    else:
+        _empty(ax, "no attempts in this trace")
+    return ax
+
+
+def _merge(intervals: Iterable[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Overlapping waits (several producers) shaded once: the union of the intervals."""
+    merged: list[tuple[float, float]] = []
+    for start, end in sorted(intervals):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def plot_backpressure(
+    trace: Trace | Iterable[Event],
+    *,
+    capacity: int | None = None,
+    ax: Axes | None = None,
+    virtual: bool = True,
+) -> Axes:
+    """When did the producer wait? Queue depth over time, with the producer's waits shaded.
+
+    Backpressure in one picture: the depth climbs to the capacity line, and exactly then
+    the shading starts - the producer is held until a worker takes a job out.
+    """
+    ax = _new_axes(ax)
+    events = _events(trace)
+    times, depths = queue_depth_series(events)
+    handles: list[Patch | Line2D] = []
+    if times:
+        (line,) = ax.step(times, depths, where="post", color=QUEUE_COLOUR, linewidth=1.8,
+                          label="queue depth")
+        handles.append(line)
+    waits = _merge(blocked_intervals(events))
+    for start, end in waits:
+        ax.axvspan(start, end, color=BLOCKED_COLOUR, alpha=0.25, linewidth=0)
+    if waits:
+        handles.append(Patch(color=BLOCKED_COLOUR, alpha=0.25, label="producer blocked"))
+    if capacity is not None:
+        cap_line = ax.axhline(capacity, color="black", linestyle="--", linewidth=1,
+                              label=f"capacity ({capacity})")
+        handles.append(cap_line)
+    top = max([*depths, float(capacity or 0), 1.0])
+    ax.set_ylim(0, top * 1.12 + 0.2)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel(_time_label(virtual))
+    ax.set_ylabel("jobs in queue")
+    ax.set_title("When did the producer wait?")
+    if handles:
+        _legend_outside(ax, handles)
+    else:
+        _empty(ax, "no queue events in this trace")
+    return ax
+
+
+def plot_shutdown_timeline(
+    trace: Trace | Iterable[Event],
+    *,
+    ax: Axes | None = None,
+    virtual: bool = True,
+) -> Axes:
+    """What did shutdown do? Attempts per worker, shutdown phases, and how every job ended.
+
+    Dotted lines mark the phases (stop accepting, drain, cancel, ...). A marker sits where
+    each job ended, in the colour of its final status; jobs that ended without a worker
+    (cancelled while still queued or waiting for a retry) sit on the "queue" row.
+    """
+    ax = _new_axes(ax)
+    events = _events(trace)
+    spans = worker_spans(events)
+    workers = sorted({s.worker for s in spans}
+                     | {e.worker for e in events if e.kind in FINAL_KINDS and e.worker is not None})
+    row = {w: i for i, w in enumerate(workers)}
+    queue_row = len(workers)
+    labels = [f"worker {w}" for w in workers] + ["queue"]
+    _draw_spans(ax, spans, row, "worker", STATUS_COLOURS, "outcome")
+
+    # Final statuses: many jobs can end at one instant on one row (a cancelled queue);
+    # draw one marker per place and status, with a count beside it.
+    ends: dict[tuple[float, int, str], int] = {}
+    for e in events:
+        if e.kind in FINAL_KINDS:
+            where = row[e.worker] if e.worker is not None else queue_row
+            key = (e.t, where, _FINAL_STATUS[e.kind])
+            ends[key] = ends.get(key, 0) + 1
+    for status, marker in _STATUS_MARKERS.items():
+        points = [(t, y, n) for (t, y, s), n in ends.items() if s == status]
+        if not points:
+            continue
+        ax.scatter([p[0] for p in points], [p[1] for p in points], marker=marker, s=55,
+                   color=STATUS_COLOURS[status], edgecolors="black", linewidths=0.6, zorder=3)
+        for t, y, n in points:
+            if n > 1:
+                ax.annotate(f"×{n}", (t, y), xytext=(6, 5), textcoords="offset points",
+                            fontsize=8)
+
+    # Phases: one dotted line per instant, names joined if several began at once.
+    phases: dict[float, list[str]] = {}
+    for e in events:
+        if e.kind is EventKind.PHASE:
+            phases.setdefault(e.t, []).append(e.info or "phase")
+    for t, names in phases.items():
+        ax.axvline(t, color="black", linestyle=":", linewidth=1.2)
+        ax.text(t, 1.0, " " + " / ".join(names), transform=ax.get_xaxis_transform(),
+                rotation=90, ha="right", va="top", fontsize=8,
+                bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none", "pad": 1})
+
+    _rows(ax, labels, "")
+    ax.set_xlabel(_time_label(virtual))
+    ax.set_title("What did shutdown do?")
+    outcomes = [k for k in STATUS_COLOURS if any(s.outcome == k for s in spans)]
+    handles: list[Patch | Line2D] = [
+        Patch(color=STATUS_COLOURS[k], label=f"attempt {k}") for k in outcomes
+    ]
+    handles += [
+        Line2D([], [], linestyle="", marker=_STATUS_MARKERS[s], markersize=7,
+               markerfacecolor=STATUS_COLOURS[s], markeredgecolor="black", label=f"job {s}")
+        for s in _STATUS_MARKERS if any(k[2] == s for k in ends)
+    ]
+    if phases:
+        handles.append(Line2D([], [], color="black", linestyle=":", label="shutdown phase"))
+    if handles:
+        _legend_outside(ax, handles)
+    else:
+        _empty(ax, "no attempts in this trace")
+    return ax
+
+
+def plot_retry_timeline(
+    trace: Trace | Iterable[Event],
+    *,
+    ax: Axes | None = None,
+    virtual: bool = True,
+) -> Axes:
+    """How did retries play out? One row per job that retried or was dead-lettered.
+
+    Bars are attempts (numbered, coloured by outcome), the thin line between them is the
+    backoff pause - growing each time - and ✕ marks where a job gave up to the dead letters.
+    """
+    ax = _new_axes(ax)
+    events = _events(trace)
+    retried: dict[int, None] = {}  # a dict keeps first-seen order, a set would not
+    for e in events:
+        if e.job is not None and e.kind in (EventKind.RETRY_SCHEDULED, EventKind.DEAD_LETTERED):
+            retried.setdefault(e.job, None)
+    row = {job: i for i, job in enumerate(retried)}
+    spans = [s for s in worker_spans(events) if s.job in row]
+    _draw_spans(ax, spans, row, "job", STATUS_COLOURS, "outcome")
+
+    # Backoff: from the end of one attempt to the start of the next (or to the job's end,
+    # if it was cancelled while waiting).
+    by_job: dict[int, list[Span]] = {}
+    for s in spans:
+        by_job.setdefault(s.job, []).append(s)
+    ended_waiting = {
+        e.job: e.t for e in events
+        if e.kind is EventKind.CANCELLED and e.job in row and e.worker is None
+    }
+    gaps: list[tuple[int, float, float]] = []
+    for job, attempts in by_job.items():
+        gaps += [(row[job], a.end, b.start) for a, b in pairwise(attempts)]
+        if job in ended_waiting and ended_waiting[job] > attempts[-1].end:
+            gaps.append((row[job], attempts[-1].end, ended_waiting[job]))
+    if gaps:
+        ax.hlines([g[0] for g in gaps], [g[1] for g in gaps], [g[2] for g in gaps],
+                  color="#555555", linewidth=1.2, zorder=1)
+    dead = [(e.t, row[e.job]) for e in events
+            if e.kind is EventKind.DEAD_LETTERED and e.job in row]
+    if dead:
+        ax.scatter([d[0] for d in dead], [d[1] for d in dead], marker="X", s=90,
+                   color=STATUS_COLOURS["dead-lettered"], edgecolors="black", linewidths=0.8,
+                   zorder=3)
+
+    _rows(ax, [f"job {job}" for job in retried], "")
+    ax.set_xlabel(_time_label(virtual))
+    ax.set_title("How did retries play out?")
+    outcomes = [k for k in STATUS_COLOURS if any(s.outcome == k for s in spans)]
+    handles: list[Patch | Line2D] = [
+        Patch(color=STATUS_COLOURS[k], label=f"attempt {k}") for k in outcomes
+    ]
+    if gaps:
+        handles.append(Line2D([], [], color="#555555", linewidth=1.2, label="backoff pause"))
+    if dead:
+        handles.append(Line2D([], [], linestyle="", marker="X", markersize=9,
+                              markerfacecolor=STATUS_COLOURS["dead-lettered"],
+                              markeredgecolor="black", label="gave up (dead letter)"))
+    if handles:
+        _legend_outside(ax, handles)
+    else:
+        _empty(ax, "no job was retried or dead-lettered")
+    return ax
+
+
+_LAG_FLOOR_MS = 1e-3  # a log axis cannot show 0 ms; lags below 1 µs are drawn at 1 µs
+
+
+def plot_cpu_offload(
+    lags: Mapping[str, Sequence[float]],
+    *,
+    ax: Axes | None = None,
+) -> Axes:
+    """Does CPU work starve the event loop? Event-loop lag, in ms, for each way of running it.
+
+    `lags` maps a mode ("inline", "threads", "processes") to heartbeat lag samples in
+    milliseconds. A box per mode (median, quartiles, whiskers) with every sample as a dot;
+    the y axis is logarithmic because inline CPU work is orders of magnitude worse.
+    """
+    for mode, samples in lags.items():
+        if len(samples) == 0:
+            raise ValueError(f"lags[{mode!r}] has no samples")
+    ax = _new_axes(ax)
+    modes = list(lags)
+    data = [[max(_LAG_FLOOR_MS, float(x)) for x in lags[m]] for m in modes]
+    ax.boxplot(data, tick_labels=modes, showfliers=False, widths=0.5,
+               medianprops={"color": "black"})
+    for i, samples in enumerate(data, start=1):
+        # Spread the dots sideways by a fixed pattern, not randomness: same picture each run.
+        offsets = [((k * 0.618) % 1.0 - 0.5) * 0.3 for k in range(len(samples))]
+        ax.scatter([i + o for o in offsets], samples, s=10, alpha=0.5, color=QUEUE_COLOUR,
+                   zorder=3)
+        median = sorted(samples)[len(samples) // 2]
+        ax.annotate(f"median {sig3(median)} ms", (i, 1.0), xycoords=("data", "axes fraction"),
+                    xytext=(0, -4), textcoords="offset points", ha="center", va="top",
+                    fontsize=8)
+    ax.set_yscale("log")
+    ax.set_ylabel("event-loop lag (ms)")
+    ax.set_xlabel("how the CPU-bound jobs ran")
+    ax.set_title("Does CPU work starve the event loop?")
+    return ax
+
+
+def _latencies(events: Iterable[Event]) -> list[float]:
+    """Enqueue-to-end time of every job that ended - what `Metrics.latency` summarises."""
+    enqueued: dict[int, float] = {}
+    out: list[float] = []
+    for e in events:
+        if e.job is None:
+            continue
+        if e.kind is EventKind.ENQUEUED:
+            enqueued[e.job] = e.t
+        elif e.kind in FINAL_KINDS and e.job in enqueued:
+            out.append(e.t - enqueued.pop(e.job))
+    return out
+
+
+def _plot_latency_histogram(
+    events: Sequence[Event], metrics: Metrics, ax: Axes, virtual: bool
+) -> Axes:
+    latencies = _latencies(events)
+    use_ms = metrics.latency.max < 1.0
+    scale, unit = (1000.0, "ms") if use_ms else (1.0, "s")
+    unit_label = f"virtual {unit}" if virtual else unit
+    if latencies:
+        ax.hist([x * scale for x in latencies], bins=min(30, max(5, len(latencies) // 3)),
+                color=KIND_COLOURS["unknown"], edgecolor="white")
+        for name, value, style in (("p50", metrics.latency.p50, "-"),
+                                   ("p95", metrics.latency.p95, "--"),
+                                   ("p99", metrics.latency.p99, ":")):
+            ax.axvline(value * scale, color="black", linestyle=style, linewidth=1.2,
+                       label=f"{name} {sig3(value * scale)} {unit}")
+        ax.legend(fontsize="small", frameon=False)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    else:
+        _empty(ax, "no job ended")
+    ax.set_xlabel(f"latency, enqueue to end ({unit_label})")
+    ax.set_ylabel("jobs")
+    ax.set_title("How long did jobs take?")
+    return ax
+
+
+_DASHBOARD_ROWS = (
+    "jobs ended",
+    "succeeded / dead-lettered / cancelled",
+    "retries",
+    "elapsed (s)",
+    "throughput (jobs/s)",
+    "latency mean (s)",
+    "latency p50 / p95 / p99 (s)",
+    "queue depth mean / max (jobs)",
+    "worker utilisation (%)",
+    "producer blocked (s)",
+)
+
+
+def plot_dashboard(
+    trace: Trace | Iterable[Event],
+    metrics: Metrics,
+    *,
+    workers: int,
+    fig: Figure | None = None,
+    virtual: bool = True,
+) -> Figure:
+    """How did the run go? Four panels: who ran what, queue depth, latencies, key numbers.
+
+    `metrics` should come from the same run (`metrics_from_trace(trace, workers)` or a
+    live `MetricsAggregator`) - the pictures and the numbers then agree by construction.
+    """
+    if fig is None:
+        import matplotlib.pyplot as plt  # lazily, as in _new_axes
+
+        fig = plt.figure(figsize=DASHBOARD_FIGSIZE, layout="constrained")
+    events = _events(trace)
+    (ax_trace, ax_queue), (ax_latency, ax_numbers) = fig.subplots(2, 2)
+    plot_concurrency_trace(events, ax=ax_trace, virtual=virtual)
+    plot_backpressure(events, ax=ax_queue, virtual=virtual)
+    _plot_latency_histogram(events, metrics, ax_latency, virtual)
+
+    rows = dict(metrics.summary_rows())
+    cells = [["workers", str(workers)]] + [[label, rows[label]] for label in _DASHBOARD_ROWS]
+    ax_numbers.axis("off")
+    table = ax_numbers.table(cellText=cells, colLabels=["metric", "value"], loc="center",
+                             cellLoc="left", colWidths=[0.62, 0.38])
+    table.auto_set_font_size(False)
+    table.set_fontsize(10)
+    table.scale(1.0, 1.5)
+    ax_numbers.set_title("What are the key numbers?")
+    fig.suptitle("How did the run go?", fontsize=14)
+    return fig

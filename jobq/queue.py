@@ -1,0 +1,158 @@
+"""The bounded queue between producers and the dispatcher: where backpressure happens.
+
+The problem: a producer that is faster than the workers would, with an unbounded queue,
+pile up every job it makes in memory. A queue with a fixed `capacity` makes the producer
+*wait* in `put()` once `capacity` jobs are waiting, so memory is bounded by the capacity, not
+by the number of jobs - the producer is slowed to the speed of the workers.
+
+This is `asyncio.Queue(maxsize=capacity)` with three things asyncio's queue lacks, each of
+which the pipeline needs:
+
+* `close()`: producers blocked in `put()` wake up with `PipelineClosedError`, so a shutdown
+  never leaves a producer waiting forever and never half-accepts its job;
+* `get(token)`: waits for "next job" *and* "token cancelled" at once, and is cancel-safe:
+  a job leaves the queue only in the same step that returns it, so no cancellation can land
+  between "taken" and "handed over" (the trap `wait_for(queue.get(), ...)` falls into);
+* `drain_nowait()`: shutdown takes every queued job at once to report it cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+from jobq.cancel import CancellationToken
+from jobq.errors import InvalidConfigError, PipelineClosedError, QueueFullError
+from jobq.jobs import Job
+
+__all__ = ["JobQueue"]
+
+
+class JobQueue:
+    """A FIFO of at most `capacity` jobs; `put` waits while it is full."""
+
+    def __init__(self, capacity: int = 10) -> None:
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
+            raise InvalidConfigError(f"capacity must be an int >= 1, got {capacity!r}")
+        self.capacity = capacity
+        self._items: deque[Job] = deque()
+        # Futures of tasks waiting for space (producers) and for an item (the dispatcher).
+        # Each waiter is woken at most once per change; it re-checks the condition itself.
+        self._putters: deque[asyncio.Future[None]] = deque()
+        self._getters: deque[asyncio.Future[None]] = deque()
+        self._closed = False
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def waiting_producers(self) -> int:
+        return sum(1 for w in self._putters if not w.done())
+
+    def full(self) -> bool:
+        return len(self._items) >= self.capacity
+
+    def put_nowait(self, job: Job) -> None:
+        """Add `job` or raise QueueFullError / PipelineClosedError. Never waits."""
+        if self._closed:
+            raise PipelineClosedError(f"the queue is closed; job {job.id} was not accepted")
+        if self.full():
+            raise QueueFullError(
+                f"the queue holds {self.capacity} jobs (its capacity); job {job.id} was not "
+                "accepted - await submit() to wait for space"
+            )
+        self._items.append(job)
+        _wake_one(self._getters)
+
+    async def put(self, job: Job) -> bool:
+        """Add `job`, waiting while the queue is full. Returns True if it had to wait.
+
+        If the queue is closed while we wait, raises PipelineClosedError and the job is
+        *not* in the queue - the caller still owns it.
+        """
+        waited = False
+        while self.full() and not self._closed:
+            waited = True
+            await _wait_on(self._putters)
+        self.put_nowait(job)  # raises if we were woken by close()
+        return waited
+
+    def get_nowait(self) -> Job | None:
+        """Take the next job, or None if there is none."""
+        if not self._items:
+            return None
+        job = self._items.popleft()
+        _wake_one(self._putters)
+        return job
+
+    async def get(self, token: CancellationToken) -> Job | None:
+        """Wait for the next job; return None once `token` is cancelled (or the queue is
+        closed and empty).
+
+        Cancel-safe: if the task calling this is cancelled while it waits, no job was taken.
+        A job is removed from the queue only by `get_nowait()` below, in the same step that
+        returns it - there is no await between taking and returning.
+        """
+        while not self._items:
+            if token.cancelled or self._closed:
+                return None
+            waiter = asyncio.get_running_loop().create_future()
+            self._getters.append(waiter)
+            remove = token.on_cancel(lambda: waiter.done() or waiter.set_result(None))
+            try:
+                await waiter
+            finally:
+                remove()
+                if not waiter.done():
+                    waiter.cancel()
+        if token.cancelled:
+            return None
+        return self.get_nowait()
+
+    def close(self) -> None:
+        """Refuse further puts; wake every waiting producer (they get PipelineClosedError)
+        and the waiting dispatcher (it drains what is left, then gets None)."""
+        self._closed = True
+        for waiters in (self._putters, self._getters):
+            while waiters:
+                _wake_one(waiters)
+
+    def drain_nowait(self) -> list[Job]:
+        """Remove and return every queued job (shutdown uses it for `cancel_queued`)."""
+        jobs = list(self._items)
+        self._items.clear()
+        while self._putters:
+            _wake_one(self._putters)
+        return jobs
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<JobQueue {state} {len(self._items)}/{self.capacity}>"
+
+
+async def _wait_on(waiters: deque[asyncio.Future[None]]) -> None:
+    waiter = asyncio.get_running_loop().create_future()
+    waiters.append(waiter)
+    try:
+        await waiter
+    except asyncio.CancelledError:
+        # We were woken and cancelled in the same step: pass the wake-up on, or another
+        # waiter could sleep forever although there is space (asyncio.Queue does the same).
+        if waiter.done() and not waiter.cancelled():
+            _wake_one(waiters)
+        raise
+    finally:
+        if waiter in waiters:
+            waiters.remove(waiter)
+
+
+def _wake_one(waiters: deque[asyncio.Future[None]]) -> None:
+    while waiters:
+        waiter = waiters.popleft()
+        if not waiter.done():
+            waiter.set_result(None)
+            return

@@ -1,0 +1,305 @@
+"""A real HTTP server on 127.0.0.1 for tests, notebooks and the CLI - no mocks.
+
+    with LocalServer(latency=0.05) as server:
+        url = server.url("/ok")              # "http://127.0.0.1:<free port>/ok"
+        ...                                  # fetch it with jobq.http.HttpClient
+        print(server.requests)               # how many requests it received
+
+Why a thread of its own? The server runs an aiohttp application on its *own* event loop in
+a daemon thread, with real time. So it keeps answering when
+
+* the jobs run on a virtual clock: a listening socket registered with the virtual loop
+  would stop that clock from ever jumping (see SPEC, "Virtual time and sockets"), and the
+  server's sleeps must take real seconds, whatever the jobs' clock says;
+* a notebook's loop is already running: `start()` is a plain blocking call, no `await`.
+
+Routes (all GET; every route also takes `?latency=SECONDS`, which overrides the server's
+default latency for that request):
+
+    /ok?size=N            200, a body of N bytes (default: b"ok\\n")
+    /status/{code}        that status (200..599)
+    /slow/{seconds}       200 after that many seconds
+    /big/{nbytes}         200 with a body of nbytes, streamed in chunks; add `?chunked=1` to
+                          leave out Content-Length (the client only learns the size by reading)
+    /flaky/{key}/{k}      the first k requests for `key` answer 500, later ones 200
+    /redirect?to=URL      302 to URL (any URL: the client must decide what to follow)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+
+from aiohttp import web
+
+from jobq.errors import InvalidConfigError
+
+__all__ = ["LocalServer"]
+
+# Loopback only: a test server must never be reachable from the network.
+_HOST = "127.0.0.1"
+_CHUNK = b"x" * (64 * 1024)
+# How long stop() lets requests still being answered finish before they are cancelled.
+# aiohttp waits this long twice (before and after cancelling), so stop() takes <= ~0.5 s.
+_SHUTDOWN_GRACE = 0.25
+
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class LocalServer:
+    """An aiohttp server on 127.0.0.1 at a free port, in its own thread and event loop."""
+
+    def __init__(self, *, latency: float = 0.0) -> None:
+        if isinstance(latency, bool) or not isinstance(latency, int | float):
+            raise InvalidConfigError(f"LocalServer.latency must be seconds, got {latency!r}")
+        if not (latency >= 0 and math.isfinite(latency)):
+            raise InvalidConfigError(
+                f"LocalServer.latency must be >= 0 and finite seconds, got {latency!r}"
+            )
+        self._latency = float(latency)
+        # Counters are written by the server thread and read by the caller's thread.
+        self._lock = threading.Lock()
+        self._requests = 0
+        self._flaky_seen: dict[str, int] = {}
+        # Set while running; all three belong to the server thread.
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop_event: asyncio.Event | None = None
+        self._port: int | None = None
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> LocalServer:
+        """Start serving; returns once the port is listening. Does nothing if already running."""
+        if self._thread is not None:
+            return self
+        ready = threading.Event()
+        failure: list[BaseException] = []
+        thread = threading.Thread(
+            target=self._thread_main, args=(ready, failure), name="jobq-LocalServer", daemon=True
+        )
+        thread.start()
+        # 10 s is generous: binding a loopback port takes milliseconds.
+        if not ready.wait(timeout=10.0):
+            raise RuntimeError("LocalServer did not start listening within 10 s")
+        if failure:
+            thread.join()
+            raise RuntimeError("LocalServer failed to start") from failure[0]
+        self._thread = thread
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, close every connection and join the thread. Safe to call twice."""
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        loop, stop_event = self._loop, self._stop_event
+        if loop is not None and stop_event is not None:
+            # asyncio objects are not thread-safe: ask the server's loop to set its own event.
+            loop.call_soon_threadsafe(stop_event.set)
+        thread.join()
+        self._loop = self._stop_event = self._port = None
+
+    def __enter__(self) -> LocalServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # `async with` for symmetry with HttpClient. Starting and stopping block the caller for a
+    # moment (milliseconds; up to ~0.5 s if requests are still being answered) - fine in a test
+    # or notebook, and it keeps the caller's loop free of the server's sockets.
+    async def __aenter__(self) -> LocalServer:
+        return self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # ---- what callers read ------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None
+
+    @property
+    def latency(self) -> float:
+        """Seconds every response waits before it is sent (unless `?latency=` overrides)."""
+        return self._latency
+
+    @property
+    def port(self) -> int:
+        if self._port is None or self._thread is None:
+            raise RuntimeError("LocalServer is not running: call start() or use `with`")
+        return self._port
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{_HOST}:{self.port}"
+
+    def url(self, path: str) -> str:
+        """The full URL of `path` on this server, e.g. `server.url("/slow/0.5")`."""
+        return self.base_url + (path if path.startswith("/") else "/" + path)
+
+    @property
+    def requests(self) -> int:
+        """How many requests the server has received so far (every route, every status)."""
+        with self._lock:
+            return self._requests
+
+    def __repr__(self) -> str:
+        # No port: it changes on every run, and notebooks compare their outputs.
+        state = "running" if self.running else "stopped"
+        return f"<LocalServer {state} latency={self._latency:.3f}s>"
+
+    # ---- the server thread ------------------------------------------------------------------
+
+    def _thread_main(self, ready: threading.Event, failure: list[BaseException]) -> None:
+        # A plain SelectorEventLoop, not asyncio.run(): that would follow the current event
+        # loop policy, which a virtual-clock test or nest_asyncio may have replaced. This
+        # loop must run on real time, whatever the rest of the process does.
+        with asyncio.Runner(loop_factory=asyncio.SelectorEventLoop) as runner:
+            runner.run(self._serve(ready, failure))
+
+    async def _serve(self, ready: threading.Event, failure: list[BaseException]) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop_event = asyncio.Event()
+        app_runner = web.AppRunner(
+            self._make_app(),
+            access_log=None,  # no log line per request: notebooks compare their output
+            # When a client gives up (say, its read_timeout fired), cancel the handler
+            # instead of letting /slow/60 sleep on and hold up stop().
+            handler_cancellation=True,
+            shutdown_timeout=_SHUTDOWN_GRACE,
+        )
+        try:
+            await app_runner.setup()
+            # Port 0: the operating system picks a free port, so parallel runs never clash.
+            site = web.TCPSite(app_runner, _HOST, 0)
+            await site.start()
+            self._port = app_runner.addresses[0][1]
+        except BaseException as exc:
+            failure.append(exc)
+            ready.set()
+            await app_runner.cleanup()
+            return
+        ready.set()
+        try:
+            await self._stop_event.wait()
+        finally:
+            # Closes the listening socket, lets handlers still running finish (within the
+            # grace period, else cancels them), then closes every connection.
+            await app_runner.cleanup()
+
+    def _make_app(self) -> web.Application:
+        app = web.Application(middlewares=[self._count_and_delay])
+        app.router.add_get("/ok", self._ok)
+        app.router.add_get("/status/{code}", self._status)
+        app.router.add_get("/slow/{seconds}", self._slow)
+        app.router.add_get("/big/{nbytes}", self._big)
+        app.router.add_get("/flaky/{key}/{k}", self._flaky)
+        app.router.add_get("/redirect", self._redirect)
+        return app
+
+    @web.middleware
+    async def _count_and_delay(self, request: web.Request, handler: _Handler) -> web.StreamResponse:
+        with self._lock:
+            self._requests += 1
+        latency = self._latency
+        if "latency" in request.query:
+            latency = _seconds(request.query["latency"], "latency")
+        if latency > 0:
+            # Real seconds: this is the server's own loop, never the jobs' virtual clock.
+            await asyncio.sleep(latency)
+        return await handler(request)
+
+    # ---- routes -----------------------------------------------------------------------------
+
+    async def _ok(self, request: web.Request) -> web.Response:
+        if "size" in request.query:
+            return web.Response(body=b"x" * _count(request.query["size"], "size"))
+        return web.Response(body=b"ok\n")
+
+    async def _status(self, request: web.Request) -> web.Response:
+        code = _count(request.match_info["code"], "code")
+        if not 200 <= code <= 599:
+            raise web.HTTPBadRequest(text=f"status code must be 200..599, got {code}\n")
+        # 204 and 304 must not carry a body.
+        body = None if code in (204, 304) else f"status {code}\n"
+        return web.Response(status=code, text=body)
+
+    async def _slow(self, request: web.Request) -> web.Response:
+        await asyncio.sleep(_seconds(request.match_info["seconds"], "seconds"))
+        return web.Response(body=b"slow\n")
+
+    async def _big(self, request: web.Request) -> web.StreamResponse:
+        nbytes = _count(request.match_info["nbytes"], "nbytes")
+        response = web.StreamResponse()
+        if request.query.get("chunked") == "1":
+            response.enable_chunked_encoding()
+        else:
+            response.content_length = nbytes
+        await response.prepare(request)
+        # Streamed: the server never holds more than one chunk, however big the body.
+        remaining = nbytes
+        try:
+            while remaining > 0:
+                piece = _CHUNK[: min(remaining, len(_CHUNK))]
+                await response.write(piece)
+                remaining -= len(piece)
+            await response.write_eof()
+        except ConnectionResetError:
+            # The client hung up mid-body - exactly what a size cap does. Expected here, so
+            # no traceback in the server log (a notebook would show it on stderr).
+            pass
+        return response
+
+    async def _flaky(self, request: web.Request) -> web.Response:
+        key = request.match_info["key"]
+        k = _count(request.match_info["k"], "k")
+        with self._lock:
+            seen = self._flaky_seen.get(key, 0)
+            self._flaky_seen[key] = seen + 1
+        # Decided by the per-key request count alone, so a retry demo fails the same way
+        # on every run, whatever the timing.
+        if seen < k:
+            return web.Response(status=500, text=f"flaky {key}: failure {seen + 1} of {k}\n")
+        return web.Response(text=f"flaky {key}: ok after {k} failures\n")
+
+    async def _redirect(self, request: web.Request) -> web.Response:
+        target = request.query.get("to")
+        if not target:
+            raise web.HTTPBadRequest(text="/redirect needs ?to=URL\n")
+        raise web.HTTPFound(location=target)
+
+
+def _count(text: str, name: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise web.HTTPBadRequest(text=f"{name} must be an integer, got {text!r}\n") from None
+    if value < 0:
+        raise web.HTTPBadRequest(text=f"{name} must be >= 0, got {value}\n")
+    return value
+
+
+def _seconds(text: str, name: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise web.HTTPBadRequest(text=f"{name} must be seconds, got {text!r}\n") from None
+    if not (value >= 0 and math.isfinite(value)):
+        raise web.HTTPBadRequest(text=f"{name} must be >= 0 and finite, got {value}\n")
+    return value
