@@ -26,10 +26,11 @@ A token never raises into the code that holds it. Stages *look* (`cancelled`), *
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-__all__ = ["CancellationToken", "TokenCancelled"]
+__all__ = ["CancellationToken", "TokenCancelled", "wake"]
 
 T = TypeVar("T")
 
@@ -50,7 +51,7 @@ class CancellationToken:
         self._children: list[CancellationToken] = []
         # Called once, synchronously, at cancel(). Waiters register futures here; the
         # dispatcher's receive uses it to wake up without polling.
-        self._callbacks: list[Callable[[], None]] = []
+        self._callbacks: list[Callable[[], object]] = []
 
     @property
     def name(self) -> str:
@@ -81,7 +82,7 @@ class CancellationToken:
         for child in children:
             child.cancel()
 
-    def on_cancel(self, callback: Callable[[], None]) -> Callable[[], None]:
+    def on_cancel(self, callback: Callable[[], object]) -> Callable[[], None]:
         """Run `callback` when this token is cancelled (at once if it already is).
 
         Returns a function that unregisters it - call it when you stop caring, or the list of
@@ -93,10 +94,8 @@ class CancellationToken:
         self._callbacks.append(callback)
 
         def remove() -> None:
-            try:
+            with contextlib.suppress(ValueError):  # already ran, or already removed
                 self._callbacks.remove(callback)
-            except ValueError:
-                pass  # already ran, or already removed
 
         return remove
 
@@ -105,7 +104,7 @@ class CancellationToken:
         if self._cancelled:
             return
         waiter = asyncio.get_running_loop().create_future()
-        remove = self.on_cancel(lambda: waiter.done() or waiter.set_result(None))
+        remove = self.on_cancel(lambda: wake(waiter))
         try:
             await waiter
         finally:
@@ -129,7 +128,8 @@ class CancellationToken:
             # Two reasons to land here: our token cancelled the step, or someone cancelled
             # the task that called race(). Only the first is ours to turn into TokenCancelled.
             current = asyncio.current_task()
-            if self._cancelled and task.cancelled() and not (current and current.cancelling()):
+            ours = current is None or current.cancelling() == 0
+            if self.cancelled and task.cancelled() and ours:  # property: re-read after await
                 raise TokenCancelled(self._name) from None
             task.cancel()
             raise
@@ -143,3 +143,9 @@ class CancellationToken:
 
 def _nothing() -> None:
     return None
+
+
+def wake(waiter: asyncio.Future[None]) -> None:
+    """Resolve a waiter future unless something already did (woken twice is harmless)."""
+    if not waiter.done():
+        waiter.set_result(None)

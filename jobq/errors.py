@@ -83,7 +83,9 @@ class HttpError(JobFailedError):
 
 
 class HttpStatusError(HttpError):
-    """The server answered with a 4xx or 5xx status."""
+    """The server answered with a 4xx or 5xx status (kept in `.status`)."""
+
+    status: int
 
 
 class HttpTimeoutError(HttpError):

@@ -171,8 +171,6 @@ class HttpClient:
                     url, allow_redirects=True, max_redirects=limits.max_redirects + 1
                 ) as response:
                     return await self._read(url, response)
-            except HttpError:
-                raise
             except aiohttp.TooManyRedirects as exc:
                 raise HttpError(
                     f"GET {url}: more than max_redirects={limits.max_redirects} redirects"
@@ -228,8 +226,8 @@ class HttpClient:
                 f"GET {url}: Content-Length {response.content_length} bytes"
                 f" exceeds max_response_bytes={cap}"
             )
-        # Chunked bodies (and lying Content-Lengths) are counted as they arrive. We keep the
-        # count and drop the bytes: memory stays bounded by one chunk, not by the body.
+        # A body without Content-Length (chunked) is counted as it arrives. We keep the count
+        # and drop the bytes: memory stays bounded by one chunk, not by the body.
         size = 0
         async for chunk in response.content.iter_chunked(_CHUNK_BYTES):
             size += len(chunk)
@@ -248,5 +246,5 @@ def _status_error(url: str, response: aiohttp.ClientResponse) -> HttpStatusError
     )
     # The status travels on the error, so a retry policy can treat 404 and 503 differently
     # without parsing the message. (errors.py keeps its classes bare; we attach it here.)
-    setattr(error, "status", response.status)  # noqa: B010
+    error.status = response.status
     return error

@@ -89,7 +89,9 @@ class Delayed:
                 f"{type(delay).__name__} {delay!r}"
             )
         if math.isnan(seconds) or math.isinf(seconds):
-            raise InvalidJobError(f"Delayed.delay must be a finite number of seconds, got {seconds}")
+            raise InvalidJobError(
+                f"Delayed.delay must be a finite number of seconds, got {seconds}"
+            )
         if seconds < 0:
             raise InvalidJobError(f"Delayed.delay must be >= 0 seconds, got {float(seconds)}")
         object.__setattr__(self, "delay", float(seconds))
@@ -108,7 +110,9 @@ class Job:
 
     def __post_init__(self) -> None:
         if isinstance(self.id, bool) or not isinstance(self.id, int):
-            raise InvalidJobError(f"Job.id must be an int, got {type(self.id).__name__} {self.id!r}")
+            raise InvalidJobError(
+                f"Job.id must be an int, got {type(self.id).__name__} {self.id!r}"
+            )
         if not isinstance(self.payload, bytes):
             raise InvalidJobError(
                 f"Job.payload must be bytes, got {type(self.payload).__name__} (job {self.id})"

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import math
 from collections.abc import AsyncIterable, Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -179,6 +180,7 @@ class Pipeline:
         self.ledger = Ledger()
         self.dead_letters = DeadLetterQueue()
         self._ids = IdSet()  # every id ever accepted: duplicates are refused
+        self._earlier_attempts: dict[int, int] = {}  # replayed job id -> attempts so far
         self._total = total
         self._keep_results = keep_results
         self._progress_enabled = progress
@@ -212,6 +214,7 @@ class Pipeline:
             trace=self.trace, ledger=self.ledger, retry=self._retry, failures=self._failures,
             offload=self._offload, http=self._http_client, cpu_cost=self._cpu_cost,
             dead_letters=self.dead_letters, deliver=self._collector.deliver,
+            earlier_attempts=self._earlier_attempts,
         )
         self._dispatcher = Dispatcher(self._queue, self._dispatcher_token, self.trace)
         for slot in range(self.workers):
@@ -323,11 +326,13 @@ class Pipeline:
         try:
             for letter in letters:
                 self._ids.discard(letter.job.id)  # its one final status was dead-lettered
+                self._earlier_attempts[letter.job.id] = letter.attempts[-1].number
                 await self.submit(letter.job)
                 replayed.append(letter.job.id)
         finally:
             for letter in letters[len(replayed):]:  # not resubmitted: keep it dead-lettered
                 self._ids.add(letter.job.id)
+                self._earlier_attempts.pop(letter.job.id, None)
                 self.dead_letters.add(letter)
         return replayed
 
@@ -362,17 +367,19 @@ class Pipeline:
 
     # -- shutting down ----------------------------------------------------------------------
     async def shutdown(
-        self, *, drain_timeout: float | None = ..., cancel_queued: bool = False  # type: ignore[assignment]
+        self, *, drain_timeout: float | None = None, cancel_queued: bool = False
     ) -> ShutdownReport:
         """Stop accepting, drain, cut at the deadline, report. Safe to call more than once.
 
-        drain_timeout: seconds to let queued and running jobs finish (None: no limit;
-        default: the pipeline's `drain_timeout`). cancel_queued: end queued jobs at once
-        as CANCELLED(never-started) instead of running them.
+        drain_timeout: seconds to let queued and running jobs finish (None: the pipeline's
+        `drain_timeout`, itself no limit unless set; math.inf: no limit). cancel_queued:
+        end queued jobs at once as CANCELLED(never-started) instead of running them.
         """
-        timeout = self.drain_timeout if drain_timeout is ... else drain_timeout
+        timeout = self.drain_timeout if drain_timeout is None else drain_timeout
         if timeout is not None and not timeout >= 0:
             raise InvalidConfigError(f"drain_timeout must be >= 0 seconds, got {timeout}")
+        if timeout == math.inf:
+            timeout = None
         if self._shutdown_task is None:
             self._shutdown_task = asyncio.get_running_loop().create_task(
                 self._shutdown(timeout, cancel_queued), name="jobq-shutdown"
@@ -431,17 +438,17 @@ class Pipeline:
                 raise outcome
         return self.report
 
-    async def _drain(self, timeout: float | None) -> bool:
-        """Wait for every open job to end, for the root token, or for `timeout`."""
+    async def _drain(self, limit: float | None) -> bool:
+        """Wait for every open job to end, for the root token, or for `limit` seconds."""
         assert self._collector is not None
         if not self.ledger.open:
             return True
-        if self.token.cancelled or timeout == 0:
+        if self.token.cancelled or limit == 0:
             return False
         drained = asyncio.ensure_future(self._collector.wait_drained())
         stop = asyncio.ensure_future(self.token.wait_cancelled())
         try:
-            await asyncio.wait({drained, stop}, timeout=timeout,
+            await asyncio.wait({drained, stop}, timeout=limit,
                                return_when=asyncio.FIRST_COMPLETED)
         finally:
             for waiter in (drained, stop):
@@ -517,10 +524,9 @@ async def run(
     job_list = list(jobs)
     options.setdefault("total", len(job_list))
     pipe = Pipeline(drain_timeout=drain_timeout, **options)
-    async with pipe:
-        async with asyncio.TaskGroup() as group:
-            for p in range(producers):
-                group.create_task(pipe.submit_many(job_list[p::producers]))
+    async with pipe, asyncio.TaskGroup() as group:
+        for p in range(producers):
+            group.create_task(pipe.submit_many(job_list[p::producers]))
     assert pipe.report is not None
     return RunResult(pipe.report, pipe.results, pipe.trace, pipe.metrics(), pipe.dead_letters,
                      pipe.workers)

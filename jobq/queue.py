@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from functools import partial
 
-from jobq.cancel import CancellationToken
+from jobq.cancel import CancellationToken, wake
 from jobq.errors import InvalidConfigError, PipelineClosedError, QueueFullError
 from jobq.jobs import Job
 
@@ -102,7 +103,7 @@ class JobQueue:
                 return None
             waiter = asyncio.get_running_loop().create_future()
             self._getters.append(waiter)
-            remove = token.on_cancel(lambda: waiter.done() or waiter.set_result(None))
+            remove = token.on_cancel(partial(wake, waiter))
             try:
                 await waiter
             finally:

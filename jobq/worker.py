@@ -50,6 +50,9 @@ class WorkerServices:
     cpu_cost: float | None  # virtual seconds per iteration: model CPU time, do not compute
     dead_letters: DeadLetterQueue
     deliver: Callable[[JobResult], None]  # hand the final result to the collector
+    # Replayed dead letters go on counting attempts where they stopped (attempt 5, 6, ...),
+    # so a trace and a FailurePlan tell a replay from a first run.
+    earlier_attempts: dict[int, int]
 
 
 class Worker:
@@ -117,12 +120,14 @@ class Worker:
         submitted_at = s.ledger.open[job.id]
         attempts: list[Attempt] = []
         first_start: float | None = None
-        for number in range(1, s.retry.max_attempts + 1):
+        before = s.earlier_attempts.pop(job.id, 0)
+        last = before + s.retry.max_attempts
+        for number in range(before + 1, last + 1):
             # Between stages: a cancelled worker starts nothing new.
             if self.token.cancelled:
                 if first_start is None:
                     return self._cancelled(job, submitted_at, None, 0, CancelReason.NEVER_STARTED)
-                return self._cancelled(job, submitted_at, first_start, number - 1,
+                return self._cancelled(job, submitted_at, first_start, len(attempts),
                                        CancelReason.AWAITING_RETRY, attempts[-1].error)
             start = loop.time()
             first_start = start if first_start is None else first_start
@@ -133,14 +138,14 @@ class Worker:
                 if not self._own_cancellation():
                     raise
                 return self._cancelled(
-                    job, submitted_at, first_start, number, CancelReason.INTERRUPTED
+                    job, submitted_at, first_start, len(attempts) + 1, CancelReason.INTERRUPTED
                 )
             except Exception as exc:  # any failure of the job's own code is a failed attempt
                 end = loop.time()
                 error = f"{type(exc).__name__}: {exc}"
                 attempts.append(Attempt(number, start, end, error, type(exc).__name__))
                 s.trace.emit(end, EventKind.ATTEMPT_FAILED, job.id, self.slot, number, error)
-                if number == s.retry.max_attempts:
+                if number == last:
                     return self._dead_letter(job, submitted_at, first_start, attempts)
                 pause = s.retry.delay(number, job.id)
                 s.trace.emit(end, EventKind.RETRY_SCHEDULED, job.id, self.slot, number + 1,
@@ -151,15 +156,15 @@ class Worker:
                     if not self._own_cancellation():
                         raise
                     return self._cancelled(
-                        job, submitted_at, first_start, number, CancelReason.AWAITING_RETRY,
-                        error,
+                        job, submitted_at, first_start, len(attempts),
+                        CancelReason.AWAITING_RETRY, error,
                     )
             else:
                 end = loop.time()
                 s.trace.emit(end, EventKind.SUCCEEDED, job.id, self.slot, number)
                 return JobResult(
                     job.id, end - first_start, ResultStatus.SUCCEEDED, kind=job.kind,
-                    attempts=number, worker=self.slot, submitted_at=submitted_at,
+                    attempts=len(attempts) + 1, worker=self.slot, submitted_at=submitted_at,
                     started_at=first_start, finished_at=end, value=value,
                 )
         raise AssertionError("unreachable: the loop returns on the last attempt")
