@@ -133,20 +133,23 @@ class _Durations:
             key = math.floor(math.log(x) / _LOG_GROWTH)
             self._buckets[key] = self._buckets.get(key, 0) + 1
 
-    def percentile(self, q: float) -> float:
-        """The q-th percentile (0..100), interpolated between ranks like numpy's default."""
+    def percentiles(self, *qs: float) -> list[float]:
+        """The q-th percentiles (0..100), interpolated between ranks like numpy's default."""
         if self._count == 0:
-            return 0.0
-        rank = q / 100 * (self._count - 1)
-        lo, hi = math.floor(rank), math.ceil(rank)
-        if self._exact is not None:
-            ordered = sorted(self._exact)
-            low, high = ordered[lo], ordered[hi]
-        else:
-            low, high = self._value_at_rank(lo), self._value_at_rank(hi)
-        value = low + (high - low) * (rank - lo)
-        # A bucket's middle can lie just outside the values that fell in it.
-        return min(self._max, max(self._min, value))
+            return [0.0 for _ in qs]
+        ordered = sorted(self._exact) if self._exact is not None else None  # sort once
+        out = []
+        for q in qs:
+            rank = q / 100 * (self._count - 1)
+            lo, hi = math.floor(rank), math.ceil(rank)
+            if ordered is not None:
+                low, high = ordered[lo], ordered[hi]
+            else:
+                low, high = self._value_at_rank(lo), self._value_at_rank(hi)
+            value = low + (high - low) * (rank - lo)
+            # A bucket's middle can lie just outside the values that fell in it.
+            out.append(min(self._max, max(self._min, value)))
+        return out
 
     def _value_at_rank(self, rank: int) -> float:
         """The (approximate) value of the rank-th smallest duration, from the histogram."""
@@ -162,14 +165,8 @@ class _Durations:
     def summary(self) -> LatencySummary:
         if self._count == 0:
             return LatencySummary(0, 0.0, 0.0, 0.0, 0.0, 0.0)
-        return LatencySummary(
-            count=self._count,
-            mean=self._total / self._count,
-            p50=self.percentile(50),
-            p95=self.percentile(95),
-            p99=self.percentile(99),
-            max=self._max,
-        )
+        p50, p95, p99 = self.percentiles(50, 95, 99)
+        return LatencySummary(self._count, self._total / self._count, p50, p95, p99, self._max)
 
 
 class _Area:

@@ -149,7 +149,8 @@ def _draw_spans(
 
 def _rows(ax: Axes, labels: Sequence[str], ylabel: str) -> None:
     ax.set_yticks(range(len(labels)), labels)
-    ax.set_ylim(len(labels) - 0.5, -0.5)  # first row on top, like a table
+    if labels:
+        ax.set_ylim(len(labels) - 0.5, -0.5)  # first row on top, like a table
     ax.set_ylabel(ylabel)
 
 
@@ -286,18 +287,25 @@ def plot_shutdown_timeline(
                 ax.annotate(f"×{n}", (t, y), xytext=(6, 5), textcoords="offset points",
                             fontsize=8)
 
-    # Phases: one dotted line per instant, names joined if several began at once.
+    # Phases: one dotted line per instant, names joined if several began at once. The names
+    # go in an empty band above the first row, on two alternating levels so that phases
+    # close in time do not write over each other.
     phases: dict[float, list[str]] = {}
     for e in events:
         if e.kind is EventKind.PHASE:
             phases.setdefault(e.t, []).append(e.info or "phase")
-    for t, names in phases.items():
+    times = [e.t for e in events]
+    middle = (min(times) + max(times)) / 2 if times else 0.0
+    for i, (t, names) in enumerate(sorted(phases.items())):
         ax.axvline(t, color="black", linestyle=":", linewidth=1.2)
-        ax.text(t, 1.0, " " + " / ".join(names), transform=ax.get_xaxis_transform(),
-                rotation=90, ha="right", va="top", fontsize=8,
-                bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none", "pad": 1})
+        right = t <= middle  # write towards the middle, so no name runs off the axes
+        ax.annotate(" / ".join(names), (t, -1.25 + 0.45 * (i % 2)), xytext=(3 if right else -3, 0),
+                    textcoords="offset points", fontsize=8, va="center",
+                    ha="left" if right else "right")
 
     _rows(ax, labels, "")
+    if phases:
+        ax.set_ylim(len(labels) - 0.5, -1.6)  # room for the band of phase names
     ax.set_xlabel(_time_label(virtual))
     ax.set_title("What did shutdown do?")
     outcomes = [k for k in STATUS_COLOURS if any(s.outcome == k for s in spans)]
@@ -339,20 +347,17 @@ def plot_retry_timeline(
     spans = [s for s in worker_spans(events) if s.job in row]
     _draw_spans(ax, spans, row, "job", STATUS_COLOURS, "outcome")
 
-    # Backoff: from the end of one attempt to the start of the next (or to the job's end,
-    # if it was cancelled while waiting).
+    # Backoff: from the end of one attempt to the start of the next - or, for a job that
+    # shutdown cancelled while it waited, to that cancellation.
     by_job: dict[int, list[Span]] = {}
     for s in spans:
         by_job.setdefault(s.job, []).append(s)
-    ended_waiting = {
-        e.job: e.t for e in events
-        if e.kind is EventKind.CANCELLED and e.job in row and e.worker is None
-    }
+    cancelled_at = {e.job: e.t for e in events if e.kind is EventKind.CANCELLED and e.job in row}
     gaps: list[tuple[int, float, float]] = []
     for job, attempts in by_job.items():
         gaps += [(row[job], a.end, b.start) for a, b in pairwise(attempts)]
-        if job in ended_waiting and ended_waiting[job] > attempts[-1].end:
-            gaps.append((row[job], attempts[-1].end, ended_waiting[job]))
+        if attempts[-1].outcome == "failed" and job in cancelled_at:
+            gaps.append((row[job], attempts[-1].end, cancelled_at[job]))
     if gaps:
         ax.hlines([g[0] for g in gaps], [g[1] for g in gaps], [g[2] for g in gaps],
                   color="#555555", linewidth=1.2, zorder=1)
@@ -361,6 +366,12 @@ def plot_retry_timeline(
     if dead:
         ax.scatter([d[0] for d in dead], [d[1] for d in dead], marker="X", s=90,
                    color=STATUS_COLOURS["dead-lettered"], edgecolors="black", linewidths=0.8,
+                   zorder=3)
+
+    cancels = [(t, row[job]) for job, t in cancelled_at.items()]
+    if cancels:
+        ax.scatter([c[0] for c in cancels], [c[1] for c in cancels], marker="s", s=55,
+                   color=STATUS_COLOURS["cancelled"], edgecolors="black", linewidths=0.6,
                    zorder=3)
 
     _rows(ax, [f"job {job}" for job in retried], "")
@@ -376,6 +387,10 @@ def plot_retry_timeline(
         handles.append(Line2D([], [], linestyle="", marker="X", markersize=9,
                               markerfacecolor=STATUS_COLOURS["dead-lettered"],
                               markeredgecolor="black", label="gave up (dead letter)"))
+    if cancels:
+        handles.append(Line2D([], [], linestyle="", marker="s", markersize=7,
+                              markerfacecolor=STATUS_COLOURS["cancelled"],
+                              markeredgecolor="black", label="cancelled by shutdown"))
     if handles:
         _legend_outside(ax, handles)
     else:
@@ -410,9 +425,10 @@ def plot_cpu_offload(
         offsets = [((k * 0.618) % 1.0 - 0.5) * 0.3 for k in range(len(samples))]
         ax.scatter([i + o for o in offsets], samples, s=10, alpha=0.5, color=QUEUE_COLOUR,
                    zorder=3)
-        median = sorted(samples)[len(samples) // 2]
-        ax.annotate(f"median {sig3(median)} ms", (i, 1.0), xycoords=("data", "axes fraction"),
-                    xytext=(0, -4), textcoords="offset points", ha="center", va="top",
+        ordered = sorted(samples)
+        median = ordered[len(ordered) // 2]
+        # The median beside its box, at its own height: it reads like a labelled tick.
+        ax.annotate(f"median\n{sig3(median)} ms", (i + 0.28, median), ha="left", va="center",
                     fontsize=8)
     ax.set_yscale("log")
     ax.set_ylabel("event-loop lag (ms)")
@@ -479,6 +495,7 @@ def plot_dashboard(
     metrics: Metrics,
     *,
     workers: int,
+    capacity: int | None = None,
     fig: Figure | None = None,
     virtual: bool = True,
 ) -> Figure:
@@ -494,7 +511,7 @@ def plot_dashboard(
     events = _events(trace)
     (ax_trace, ax_queue), (ax_latency, ax_numbers) = fig.subplots(2, 2)
     plot_concurrency_trace(events, ax=ax_trace, virtual=virtual)
-    plot_backpressure(events, ax=ax_queue, virtual=virtual)
+    plot_backpressure(events, capacity=capacity, ax=ax_queue, virtual=virtual)
     _plot_latency_histogram(events, metrics, ax_latency, virtual)
 
     rows = dict(metrics.summary_rows())
