@@ -46,8 +46,8 @@ __all__ = [
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
 
-# With `auto_advance=False` nothing may jump, so an idle loop waits in short real slices
-# (rather than one long select) and re-checks the clock's state after each.
+# With `auto_advance=False` an idle loop never jumps: it waits for I/O in real time, in
+# slices no longer than this (I/O still wakes it at once).
 _MANUAL_POLL_SECONDS = 0.05
 
 
@@ -96,7 +96,8 @@ class VirtualClock:
 
         The loop cannot tell "waiting for a real server" from "idle", so without a hold it
         would jump to the next timer (often a timeout) while the real answer is on its way.
-        Holds nest; the clock jumps again once every hold has ended.
+        Holds nest; the clock jumps again once every hold has ended. Use it in the loop's
+        thread (a hold is a plain counter).
         """
         return self._holding()
 
@@ -178,14 +179,15 @@ class _VirtualSelector(selectors.DefaultSelector):
                 clock._now = min(clock._now + timeout, clock._advance_to)
             return []
         if clock.auto_advance and timeout is not None:
-            # Nothing can happen before the next timer: skip the wait. (`now + timeout` lands
-            # on the timer's own time, since the loop computed `timeout = when - now`.)
+            # Nothing can happen before the next timer: skip the wait. `now + timeout` lands
+            # on the timer's own time, as the loop computed `timeout = when - now` (capped at
+            # 24 h: a longer wait takes a few jumps).
             clock._now += timeout
             return []
         if timeout is None:
             # No timer at all: only the outside world can wake us, as on a real loop.
             return super().select(None)
-        # Manual clock: wait a little in real time for I/O, without moving the clock.
+        # Manual clock: only advance() moves time. Wait a little, in real time, for I/O.
         return super().select(min(timeout, _MANUAL_POLL_SECONDS))
 
 
@@ -208,9 +210,9 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
         # Executor work is real work in flight (this includes asyncio.to_thread and the
         # loop's getaddrinfo): hold the clock until its future is done.
         future = super().run_in_executor(executor, func, *args)
-        hold = self.clock.hold()
-        hold.__enter__()
-        future.add_done_callback(lambda _: hold.__exit__(None, None, None))
+        hold = contextlib.ExitStack()  # a `with` block whose end is a callback
+        hold.enter_context(self.clock.hold())
+        future.add_done_callback(lambda _: hold.close())
         return future
 
     async def shutdown_default_executor(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
@@ -384,13 +386,16 @@ async def in_virtual_time(
     thread = threading.Thread(target=simulate, name="jobq-virtual-time", daemon=True)
     thread.start()
     finished = asyncio.wrap_future(outcome)
-    try:
-        # shield: our cancellation must not cancel `finished`, we still want to wait for it.
-        return await asyncio.shield(finished)
-    except asyncio.CancelledError:
-        remote.cancel()
-        await asyncio.wait([finished])
-        if not finished.cancelled():
-            finished.exception()  # mark it retrieved: no "exception was never retrieved" log
-        thread.join()  # the thread ends right after it set the outcome
-        raise
+    # The simulation thread is real work in flight for *this* loop: if it is virtual too,
+    # its clock must not jump while we wait.
+    with real_work():
+        try:
+            # shield: our cancellation must not cancel `finished`; we still wait for it below.
+            return await asyncio.shield(finished)
+        except asyncio.CancelledError:
+            remote.cancel()
+            await asyncio.wait([finished])
+            if not finished.cancelled():
+                finished.exception()  # mark it retrieved: no "exception was never retrieved"
+            thread.join()  # the thread ends right after it set the outcome
+            raise

@@ -97,6 +97,10 @@ class CpuOffload:
             self._pool = None
             self.rebuilds += 1
 
+    @property
+    def has_pool(self) -> bool:
+        return self._pool is not None and self._owned
+
     def close(self) -> None:
         """Shut our own pool down (an Executor you passed in is yours to close)."""
         if self._pool is not None and self._owned:

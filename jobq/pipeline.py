@@ -458,8 +458,9 @@ class Pipeline:
     async def _close_resources(self) -> None:
         if self._http is not None:
             await self._http.aclose()
-        # Waiting for a process pool to stop blocks; do it off the loop.
-        await asyncio.get_running_loop().run_in_executor(None, self._offload.close)
+        if self._offload.has_pool:
+            # Waiting for a process pool to stop blocks; do it off the loop.
+            await asyncio.get_running_loop().run_in_executor(None, self._offload.close)
         assert self._collector is not None
         self._collector.progress.close()
 
@@ -524,9 +525,13 @@ async def run(
     job_list = list(jobs)
     options.setdefault("total", len(job_list))
     pipe = Pipeline(drain_timeout=drain_timeout, **options)
-    async with pipe, asyncio.TaskGroup() as group:
-        for p in range(producers):
-            group.create_task(pipe.submit_many(job_list[p::producers]))
+    async with pipe:
+        if producers == 1:  # no task group: a bad job raises its own error, not a group
+            await pipe.submit_many(job_list)
+        else:
+            async with asyncio.TaskGroup() as group:
+                for p in range(producers):
+                    group.create_task(pipe.submit_many(job_list[p::producers]))
     assert pipe.report is not None
     return RunResult(pipe.report, pipe.results, pipe.trace, pipe.metrics(), pipe.dead_letters,
                      pipe.workers)

@@ -53,7 +53,7 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     if not virtual and pyfuncitem.config.pluginmanager.has_plugin("asyncio"):
         return None  # pytest-asyncio runs this one
 
-    # Call the test function as pytest would, with the fixtures it asked for.
+    # Call the test function as pytest's own pytest_pyfunc_call does, with its fixtures.
     names = pyfuncitem._fixtureinfo.argnames
     test = pyfuncitem.obj(**{name: pyfuncitem.funcargs[name] for name in names})
     if virtual:
