@@ -7,14 +7,18 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-import jobq  # noqa: E402
-from jobq import FailurePlan, RetryPolicy, Trace  # noqa: E402
-from jobq import plotting  # noqa: E402
-from jobq.trace import EventKind  # noqa: E402
+import jobq
+from jobq import (
+    FailurePlan,
+    RetryPolicy,
+    Trace,
+    plotting,
+)
+from jobq.trace import EventKind
 
-from .helpers import delayed_jobs  # noqa: E402
+from .helpers import delayed_jobs
 
 
 def _run() -> jobq.RunResult:
