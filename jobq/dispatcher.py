@@ -57,6 +57,9 @@ class Dispatcher:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
+        # A worker killed from outside jobq never frees its slot. Once we are cancelled, one
+        # extra permit makes sure we never wait for it forever (step 2 then returns None).
+        self.token.on_cancel(self._permits.release)
         while True:
             await self._permits.acquire()  # 1. a free slot (waits while all N are busy)
             job = await self._queue.get(self.token)  # 2. next job, or None on cancel/close
@@ -64,6 +67,11 @@ class Dispatcher:
                 self._permits.release()
                 return
             slot = self._free_slots.popleft()  # 3. hand over - no await since step 2
+            if not self.workers[slot].can_take():
+                # Its task was killed from outside while we waited: the slot is gone (and so
+                # is its permit). The job goes back to the head of the queue, still accounted.
+                self._queue.put_back(job)
+                continue
             self._trace.emit(loop.time(), EventKind.DISPATCHED, job.id, slot, None, None,
                              len(self._queue))
             self.workers[slot].assign(job)

@@ -15,7 +15,9 @@ default from 3.14 anyway - so what works here works there.
 
 If a worker process dies (os._exit, a segfault, the OOM killer), the pool is "broken": every
 job on it fails with BrokenProcessPool. We rebuild the pool and report a WorkerCrashedError
-for the job, which is retried like any other failure.
+for the job, which is retried like any other failure - on a process of its own
+(`isolated=True`), because the pool cannot tell us which job killed it: retried side by side
+on the shared pool, the innocent jobs would die with the guilty one on every retry.
 """
 
 from __future__ import annotations
@@ -33,6 +35,18 @@ from jobq.work import CpuFunction, check_importable, cpu_work, crash_work
 __all__ = ["CpuOffload", "ExecutorKind"]
 
 ExecutorKind = Literal["process", "thread", "inline"]
+
+_CONTEXT = multiprocessing.get_context("forkserver")
+
+
+def _process_pool(workers: int) -> ProcessPoolExecutor:
+    # The fork server imports jobq once, and every worker process forked from it starts with
+    # jobq imported: a new process (a first pool, a pool rebuilt after a crash, an isolated
+    # retry) takes tens of milliseconds instead of a second of importing jobq again. Set here,
+    # not at import, so that `import jobq` changes nothing in multiprocessing; it only takes
+    # effect if the fork server is not running yet ("__main__" is the default we keep).
+    _CONTEXT.set_forkserver_preload(["__main__", "jobq.work"])
+    return ProcessPoolExecutor(workers, mp_context=_CONTEXT)
 
 
 class CpuOffload:
@@ -67,18 +81,21 @@ class CpuOffload:
                 self._pool = ThreadPoolExecutor(self._max_workers, thread_name_prefix="jobq-cpu")
             else:
                 workers = max(1, min(self._max_workers, os.cpu_count() or 1))
-                self._pool = ProcessPoolExecutor(
-                    workers, mp_context=multiprocessing.get_context("forkserver")
-                )
+                self._pool = _process_pool(workers)
         return self._pool
 
-    async def run(self, iterations: int, payload: bytes, *, crash: bool = False) -> int:
+    async def run(
+        self, iterations: int, payload: bytes, *, crash: bool = False, isolated: bool = False
+    ) -> int:
+        """Run the work function off the loop. `isolated`: in a one-process pool of its own
+        (with processes only), so that if it crashes it takes no other job down with it."""
         function = crash_work if crash else self.function
         if self.kind == "inline":
             if crash:
                 raise WorkerCrashedError("inline CPU work cannot crash a process (no process)")
             return function(iterations, payload)  # blocks the loop: the lesson of notebook 3
-        pool = self._executor()
+        alone = isolated and self._uses_processes()
+        pool = _process_pool(1) if alone else self._executor()
         loop = asyncio.get_running_loop()
         try:
             # run_in_executor (not wrap_future(pool.submit(...))): a virtual clock sees it
@@ -89,6 +106,9 @@ class CpuOffload:
             raise WorkerCrashedError(
                 "the worker process died while running this job (the pool was rebuilt)"
             ) from None
+        finally:
+            if alone:  # its one job has ended (or was cut): let the process go
+                pool.shutdown(wait=False, cancel_futures=True)
 
     def _rebuild(self, broken: Executor) -> None:
         # Several jobs on the broken pool fail at once; only the first one rebuilds it.

@@ -40,7 +40,13 @@ from jobq.cancel import CancellationToken
 from jobq.clock import in_virtual_time, is_virtual
 from jobq.collector import Collector
 from jobq.dispatcher import Dispatcher
-from jobq.errors import DuplicateJobError, InvalidConfigError, InvalidJobError, PipelineClosedError
+from jobq.errors import (
+    DuplicateJobError,
+    InvalidConfigError,
+    InvalidJobError,
+    JobqError,
+    PipelineClosedError,
+)
 from jobq.http import HttpClient, HttpLimits
 from jobq.jobs import CancelReason, Job, JobResult, ResultStatus
 from jobq.metrics import Metrics, MetricsAggregator
@@ -224,15 +230,21 @@ class Pipeline:
             self._tasks.append(loop.create_task(worker.run(), name=f"jobq-worker-{slot}"))
         self._tasks.append(loop.create_task(self._dispatcher.run(), name="jobq-dispatcher"))
         self._collector_task = loop.create_task(self._collector.run(), name="jobq-collector")
+        for task in self._tasks:
+            task.add_done_callback(self._stage_ended)
         # Cancelling the root yourself means "stop now": shut down with no drain time.
         self.token.on_cancel(self._root_cancelled)
         self._state = PipelineState.RUNNING
 
     def _root_cancelled(self) -> None:
-        if self._shutdown_task is None:
-            self._shutdown_task = asyncio.get_running_loop().create_task(
-                self._shutdown(0.0, cancel_queued=True), name="jobq-shutdown"
-            )
+        self._begin_shutdown(0.0, cancel_queued=True)
+
+    def _stage_ended(self, task: asyncio.Task[None]) -> None:
+        # Stages end on their own only once the root is cancelled. One that ended before
+        # (killed from outside jobq, or a bug) leaves work that nobody will do: stop now, so
+        # that every job still gets its final status; shutdown() then raises about the stage.
+        if task.cancelled() or task.exception() is not None:
+            self.token.cancel()
 
     def _http_client(self) -> HttpClient:
         if self._http is None:
@@ -380,12 +392,26 @@ class Pipeline:
             raise InvalidConfigError(f"drain_timeout must be >= 0 seconds, got {timeout}")
         if timeout == math.inf:
             timeout = None
-        if self._shutdown_task is None:
-            self._shutdown_task = asyncio.get_running_loop().create_task(
-                self._shutdown(timeout, cancel_queued), name="jobq-shutdown"
-            )
+        shutting_down = self._begin_shutdown(timeout, cancel_queued)
         # shield: if our caller is cancelled (a second Ctrl-C), shutdown still completes.
-        return await asyncio.shield(self._shutdown_task)
+        return await asyncio.shield(shutting_down)
+
+    def _begin_shutdown(
+        self, drain_timeout: float | None, cancel_queued: bool
+    ) -> asyncio.Task[ShutdownReport]:
+        """Close intake *now*, in the caller's step - so no submit can slip in between asking
+        for shutdown and the shutdown task starting - and start the rest as a task (once)."""
+        if self._shutdown_task is None:
+            if self._state is PipelineState.RUNNING:
+                self._state = PipelineState.DRAINING
+                self._phase("closing")
+                self._queue.close()
+                if cancel_queued:
+                    self._cancel_queued()
+            self._shutdown_task = asyncio.get_running_loop().create_task(
+                self._shutdown(drain_timeout), name="jobq-shutdown"
+            )
+        return self._shutdown_task
 
     def _phase(self, name: str) -> None:
         now = asyncio.get_running_loop().time()
@@ -406,18 +432,14 @@ class Pipeline:
                 cancel_reason=CancelReason.NEVER_STARTED,
             ))
 
-    async def _shutdown(self, drain_timeout: float | None, cancel_queued: bool) -> ShutdownReport:
+    async def _shutdown(self, drain_timeout: float | None) -> ShutdownReport:
+        """The phases after "closing" (which _begin_shutdown has done)."""
         if self._state is PipelineState.CREATED:  # never started: nothing to drain
             self._state = PipelineState.STOPPED
             self.trace.close()
             self.report = self._report(drained=True)
             return self.report
         assert self._collector is not None and self._dispatcher is not None
-        self._state = PipelineState.DRAINING
-        self._phase("closing")
-        self._queue.close()
-        if cancel_queued:
-            self._cancel_queued()
         self._phase("draining")
         drained = await self._drain(drain_timeout)
         if not drained:
@@ -433,7 +455,13 @@ class Pipeline:
         self._state = PipelineState.STOPPED
         self.trace.close()
         self.report = self._report(drained)
-        for outcome in results:  # a stage that crashed is a bug: do not hide it
+        for task, outcome in zip(self._tasks, results, strict=True):
+            # A stage that crashed, or was killed from outside, is a bug: do not hide it.
+            if isinstance(outcome, asyncio.CancelledError):
+                raise JobqError(
+                    f"the pipeline task {task.get_name()} was cancelled from outside jobq; "
+                    "every job was still accounted for (see Pipeline.report)"
+                )
             if isinstance(outcome, Exception):
                 raise outcome
         return self.report

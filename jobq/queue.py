@@ -106,6 +106,12 @@ class JobQueue:
             remove = token.on_cancel(partial(wake, waiter))
             try:
                 await waiter
+            except asyncio.CancelledError:
+                # Woken and cancelled in the same step: pass the wake-up on, or another
+                # getter could sleep while a job waits (as _wait_on does for producers).
+                if waiter.done() and not waiter.cancelled():
+                    _wake_one(self._getters)
+                raise
             finally:
                 remove()
                 if not waiter.done():
@@ -113,6 +119,12 @@ class JobQueue:
         if token.cancelled:
             return None
         return self.get_nowait()
+
+    def put_back(self, job: Job) -> None:
+        """Return a job that was taken but could not be handed over to the head of the queue.
+        It was accepted already, so neither the capacity nor close() refuses it."""
+        self._items.appendleft(job)
+        _wake_one(self._getters)
 
     def close(self) -> None:
         """Refuse further puts; wake every waiting producer (they get PipelineClosedError)

@@ -74,6 +74,10 @@ class Worker:
         self._cut_by_token = False
         self.job: Job | None = None  # the job it is running, for statistics and repr
 
+    def can_take(self) -> bool:
+        """Is this worker's task alive and waiting for a job? (False once it was killed.)"""
+        return self._inbox is not None and not self._inbox.done()
+
     def assign(self, job: Job) -> None:
         """Called by the dispatcher, only when this slot is free."""
         assert self._inbox is not None and not self._inbox.done(), "slot is not free"
@@ -82,6 +86,8 @@ class Worker:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         self._task = asyncio.current_task()
+        if self.token.cancelled:
+            return  # cancelled before we began: _cut would cancel our own task on the way out
         remove = self.token.on_cancel(self._cut)
         try:
             while not self.token.cancelled:
@@ -89,9 +95,19 @@ class Worker:
                 try:
                     job = await self._inbox
                 except asyncio.CancelledError:
-                    if self._own_cancellation():
+                    # The dispatcher may have handed us a job in the very step the
+                    # cancellation arrived: then the job is ours and must still end once.
+                    handed = self._inbox.done() and not self._inbox.cancelled()
+                    if not self._own_cancellation():
+                        if handed:  # killed from outside: report the job, then die
+                            job = self._inbox.result()
+                            self._s.deliver(self._cancelled(
+                                job, self._s.ledger.open[job.id], None, 0,
+                                CancelReason.NEVER_STARTED))
+                        raise
+                    if not handed:
                         return  # idle when the token was cancelled: nothing to report
-                    raise
+                    job = self._inbox.result()  # _run_job sees the token: never-started
                 self.job = job
                 self._s.deliver(await self._run_job(job))
                 self.job = None
@@ -129,17 +145,24 @@ class Worker:
                     return self._cancelled(job, submitted_at, None, 0, CancelReason.NEVER_STARTED)
                 return self._cancelled(job, submitted_at, first_start, len(attempts),
                                        CancelReason.AWAITING_RETRY, attempts[-1].error)
+            # After a crash of the shared pool we cannot tell who killed it: every job that was
+            # on it failed. Retry such a job on a process of its own, so that a job that keeps
+            # crashing cannot take the innocent ones down with it again and again.
+            isolated = bool(attempts) and attempts[-1].error_type == "WorkerCrashedError"
             start = loop.time()
             first_start = start if first_start is None else first_start
             s.trace.emit(start, EventKind.STARTED, job.id, self.slot, number)
             try:
-                value = await self._attempt(job, number)
+                value = await self._attempt(job, number, isolated)
             except asyncio.CancelledError:
-                if not self._own_cancellation():
-                    raise
-                return self._cancelled(
+                ours = self._own_cancellation()
+                result = self._cancelled(
                     job, submitted_at, first_start, len(attempts) + 1, CancelReason.INTERRUPTED
                 )
+                if not ours:  # killed from outside: the job still ends once, then we die
+                    s.deliver(result)
+                    raise
+                return result
             except Exception as exc:  # any failure of the job's own code is a failed attempt
                 end = loop.time()
                 error = f"{type(exc).__name__}: {exc}"
@@ -153,12 +176,15 @@ class Worker:
                 try:
                     await asyncio.sleep(pause)
                 except asyncio.CancelledError:
-                    if not self._own_cancellation():
-                        raise
-                    return self._cancelled(
+                    ours = self._own_cancellation()
+                    result = self._cancelled(
                         job, submitted_at, first_start, len(attempts),
                         CancelReason.AWAITING_RETRY, error,
                     )
+                    if not ours:  # killed from outside: the job still ends once, then we die
+                        s.deliver(result)
+                        raise
+                    return result
             else:
                 end = loop.time()
                 s.trace.emit(end, EventKind.SUCCEEDED, job.id, self.slot, number)
@@ -169,8 +195,9 @@ class Worker:
                 )
         raise AssertionError("unreachable: the loop returns on the last attempt")
 
-    async def _attempt(self, job: Job, number: int) -> int:
-        """One try at `job`. Returns a small integer result; raises on failure."""
+    async def _attempt(self, job: Job, number: int, isolated: bool = False) -> int:
+        """One try at `job`. Returns a small integer result; raises on failure.
+        `isolated`: run CpuBound work in a process of its own (see CpuOffload.run)."""
         s = self._s
         kind = job.job_type
         if isinstance(kind, Delayed):
@@ -182,7 +209,8 @@ class Worker:
                 value = cpu_work(min(kind.iterations, 64), job.payload)
             else:
                 value = await s.offload.run(
-                    kind.iterations, job.payload, crash=s.failures.crashes(job.id)
+                    kind.iterations, job.payload, crash=s.failures.crashes(job.id),
+                    isolated=isolated,
                 )
         else:
             assert isinstance(kind, AsyncIo)
