@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import signal
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Literal
@@ -46,7 +47,12 @@ def _process_pool(workers: int) -> ProcessPoolExecutor:
     # not at import, so that `import jobq` changes nothing in multiprocessing; it only takes
     # effect if the fork server is not running yet ("__main__" is the default we keep).
     _CONTEXT.set_forkserver_preload(["__main__", "jobq.work"])
-    return ProcessPoolExecutor(workers, mp_context=_CONTEXT)
+    # A terminal's Ctrl-C sends SIGINT to the whole process group, pool processes included.
+    # They ignore it: the parent decides what an interrupt means (drain, then cancel), and a
+    # KeyboardInterrupt inside a child would kill its job and break the pool. (signal.signal
+    # is a builtin, so the child can unpickle it as the initializer.)
+    return ProcessPoolExecutor(workers, mp_context=_CONTEXT, initializer=signal.signal,
+                               initargs=(signal.SIGINT, signal.SIG_IGN))
 
 
 class CpuOffload:
