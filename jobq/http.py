@@ -21,8 +21,7 @@ import asyncio
 import math
 from dataclasses import dataclass, fields
 from types import TracebackType
-
-import aiohttp
+from typing import TYPE_CHECKING
 
 from jobq.clock import real_work
 from jobq.errors import (
@@ -33,6 +32,11 @@ from jobq.errors import (
     InvalidConfigError,
     ResponseTooLargeError,
 )
+
+if TYPE_CHECKING:
+    # aiohttp is imported where it is used, not here: `import jobq` stays quick, and so does
+    # starting a process-pool worker (it imports jobq.work, and with it this package).
+    import aiohttp
 
 __all__ = ["FetchResult", "HttpClient", "HttpLimits"]
 
@@ -131,6 +135,8 @@ class HttpClient:
             await session.close()
 
     def _get_session(self) -> aiohttp.ClientSession:
+        import aiohttp
+
         if self._closed:
             raise RuntimeError("HttpClient is closed; create a new one")
         loop = asyncio.get_running_loop()
@@ -158,6 +164,8 @@ class HttpClient:
         Raises an `HttpError` subclass (see `jobq.errors`) on any failure; the message names
         the URL and, for timeouts, the limit that was exceeded.
         """
+        import aiohttp  # see the note at the imports
+
         session = self._get_session()
         limits = self.limits
         # Hold the virtual clock for the whole request, body included: the timeouts below are

@@ -143,6 +143,8 @@ class ResultStatus(enum.Enum):
     DEAD_LETTERED = "dead-lettered"  # failed on every attempt; kept in the DeadLetterQueue
     CANCELLED = "cancelled"  # ended by shutdown; `JobResult.cancel_reason` says when
 
+    __hash__ = object.__hash__  # members are singletons: hash by identity, in C (as EventKind)
+
     def __repr__(self) -> str:
         return f"ResultStatus.{self.name}"
 
@@ -153,6 +155,8 @@ class CancelReason(enum.Enum):
     NEVER_STARTED = "never-started"  # still queued when shutdown cancelled the queue
     INTERRUPTED = "interrupted"  # running when the drain deadline passed
     AWAITING_RETRY = "awaiting-retry"  # waiting out a retry backoff at the deadline
+
+    __hash__ = object.__hash__  # members are singletons: hash by identity, in C (as EventKind)
 
     def __repr__(self) -> str:
         return f"CancelReason.{self.name}"

@@ -111,11 +111,14 @@ class _Durations:
         self._max = -math.inf
 
     def add(self, x: float) -> None:
-        x = max(0.0, x)  # a negative duration can only be clock noise
+        if x < 0.0:
+            x = 0.0  # a negative duration can only be clock noise
         self._count += 1
         self._total += x
-        self._min = min(self._min, x)
-        self._max = max(self._max, x)
+        if x < self._min:  # plain comparisons: this runs for every job
+            self._min = x
+        if x > self._max:
+            self._max = x
         if self._exact is not None:
             if len(self._exact) < EXACT_SAMPLES:
                 self._exact.append(x)
@@ -174,30 +177,27 @@ class _Area:
 
     The mean of the level over a time span is `area / span`: that is a *time-weighted*
     mean - a queue that holds 10 jobs for 9 s and 0 jobs for 1 s has mean depth 9, whatever
-    the number of events. `at_mark` is the area up to the last `mark()` (the last final
-    event), so a snapshot's means are over exactly the `elapsed` they are divided by.
+    the number of events. `until(t)` is the area up to time t (t not before the last change),
+    worked out when asked, so an event costs one multiplication, not one per area.
     """
 
-    __slots__ = ("_since", "_total", "at_mark", "level")
+    __slots__ = ("_since", "_total", "level")
 
     def __init__(self) -> None:
         self.level = 0.0
         self._since: float | None = None  # time of the last change; None before the first
         self._total = 0.0
-        self.at_mark = 0.0
 
     def set(self, t: float, level: float) -> None:
-        self._advance(t)
-        self.level = level
-
-    def mark(self, t: float) -> None:
-        self._advance(t)
-        self.at_mark = self._total
-
-    def _advance(self, t: float) -> None:
         if self._since is not None:
             self._total += self.level * (t - self._since)
         self._since = t
+        self.level = level
+
+    def until(self, t: float) -> float:
+        if self._since is None:
+            return 0.0
+        return self._total + self.level * (t - self._since)
 
 
 # -- the snapshot ----------------------------------------------------------------------
@@ -207,8 +207,9 @@ class _Area:
 class Metrics:
     """What a run did, as numbers. Times are loop seconds (virtual on a virtual clock).
 
-    `elapsed` runs from the first ENQUEUED to the last final event; every mean "over time"
-    is over that span. `utilisation` is busy worker-seconds / (workers x elapsed).
+    `elapsed` runs from the first ENQUEUED to the latest job event (at the end of a run, the
+    last final one); every mean "over time" is over that span.
+    `utilisation` is busy worker-seconds / (workers x elapsed).
     """
 
     jobs: int  # jobs that ended (any final status)
@@ -303,7 +304,7 @@ class MetricsAggregator:
         self._jobs: dict[int, _JobState] = {}
         self._blocked_since: dict[int | None, float] = {}  # submits waiting on a full queue
         self._first_enqueued: float | None = None
-        self._last_final: float | None = None
+        self._last_t: float | None = None  # time of the latest job event: "now" for a snapshot
         self._counts = {kind: 0 for kind in FINAL_KINDS}
         self._by_kind: dict[str, int] = {}
         self._latency = _Durations()
@@ -343,6 +344,7 @@ class MetricsAggregator:
             return
         if kind is EventKind.PHASE or event.job is None:
             return
+        self._last_t = t
 
         if event.value is not None and kind in (
             EventKind.ENQUEUED, EventKind.DISPATCHED, EventKind.CANCELLED
@@ -384,23 +386,21 @@ class MetricsAggregator:
             self._in_system.set(t, self._in_system.level - 1)
         if job.first_started is not None:
             self._service.add(t - job.first_started)
-        # Time-weighted means stop at the last final event: freeze the areas there.
-        self._last_final = t
-        for area in (self._queue_depth, self._in_system, self._busy):
-            area.mark(t)
 
     def snapshot(self, workers: int) -> Metrics:
         """The metrics so far, as an immutable value. `workers` is the number of slots."""
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise InvalidConfigError(f"snapshot(workers=...) must be an int >= 1, got {workers!r}")
         jobs = sum(self._counts.values())
-        if self._first_enqueued is None or self._last_final is None:
+        if self._first_enqueued is None or self._last_t is None:
             elapsed = 0.0
         else:
-            elapsed = max(0.0, self._last_final - self._first_enqueued)
+            elapsed = max(0.0, self._last_t - self._first_enqueued)
 
         def per_second(area: _Area) -> float:
-            return area.at_mark / elapsed if elapsed > 0 else 0.0
+            if self._last_t is None or elapsed <= 0:
+                return 0.0
+            return area.until(self._last_t) / elapsed
 
         return Metrics(
             jobs=jobs,

@@ -51,6 +51,10 @@ class EventKind(enum.Enum):
     CANCELLED = "cancelled"
     PHASE = "phase"
 
+    # Members are singletons, so hashing by identity is right - and runs in C, where Enum's
+    # own __hash__ is Python code. Events meet sets and dicts several times each.
+    __hash__ = object.__hash__
+
     def __repr__(self) -> str:
         return f"EventKind.{self.name}"
 
