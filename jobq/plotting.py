@@ -352,11 +352,9 @@ def plot_retry_timeline(
     """
     ax = _new_axes(ax)
     events = _events(trace)
-    retried: dict[int, None] = {}  # a dict keeps first-seen order, a set would not
-    for e in events:
-        if e.job is not None and e.kind in (EventKind.RETRY_SCHEDULED, EventKind.DEAD_LETTERED):
-            retried.setdefault(e.job, None)
-    row = {job: i for i, job in enumerate(retried)}
+    retried = {e.job for e in events if e.job is not None
+               and e.kind in (EventKind.RETRY_SCHEDULED, EventKind.DEAD_LETTERED)}
+    row = {job: i for i, job in enumerate(sorted(retried))}  # rows in job-id order
     spans = [s for s in worker_spans(events) if s.job in row]
     _draw_spans(ax, spans, row, "job", STATUS_COLOURS, "outcome")
 
