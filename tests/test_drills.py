@@ -5,7 +5,8 @@ producers, and when and how the pipeline is stopped - runs it on the virtual clo
 milliseconds per example) and checks the accounting promise: every accepted job ends with
 exactly one final status, nothing is lost, nothing is reported twice.
 
-Profiles (chosen by the environment variable JOBQ_HYPOTHESIS_PROFILE):
+Profiles (JOBQ_HYPOTHESIS_PROFILE chooses; without it, "ci" when the CI variable is set -
+as CI sets it - and "default" otherwise; the README's test command runs either):
     default   150 examples per test - the everyday run
     ci        1500 examples, derandomized: the same examples on every CI run, so a failure
               there is reproducible with the same command
@@ -44,7 +45,8 @@ from .helpers import max_concurrency
 settings.register_profile("default", max_examples=150, deadline=None)
 settings.register_profile("ci", max_examples=1500, deadline=None, derandomize=True,
                           print_blob=True)
-settings.load_profile(os.environ.get("JOBQ_HYPOTHESIS_PROFILE", "default"))
+_CI = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
+settings.load_profile(os.environ.get("JOBQ_HYPOTHESIS_PROFILE", "ci" if _CI else "default"))
 # Tests that run each example twice, or make real requests, take a share of the budget.
 _SHARE = max(25, settings.default.max_examples // 6)
 
