@@ -24,38 +24,7 @@ from jobq.metrics import (
 from jobq.trace import EventKind as K
 from jobq.trace import Trace
 
-
-def emit_two_workers(trace: Trace) -> None:
-    """2 workers, queue capacity 1, 4 jobs. On paper:
-
-        worker 0: job 1 [0, 1)   job 3 [1, 2.5)
-        worker 1: job 2 [0, 2)   job 4 [2, 4)
-        queue:    depth 1 on [0, 2), 0 after     -> area 2
-        producer: job 4 waits on [0, 1) for room -> 1 s blocked, once
-        latency:  job1 1, job2 2, job3 2.5, job4 3 (enqueued at 1) -> mean 2.125, p50 2.25
-        service:  1, 2, 1.5, 2 -> mean 1.625
-        busy:     1 + 2 + 1.5 + 2 = 6.5 worker-seconds of 2 x 4 -> utilisation 0.8125
-        in system: 3 on [0, 2), 2 on [2, 2.5), 1 on [2.5, 4) -> area 8.5 = sum of latencies
-    """
-    e = trace.emit
-    e(0.0, K.ENQUEUED, 1, info="cpu", value=1)
-    e(0.0, K.DISPATCHED, 1, worker=0, value=0)
-    e(0.0, K.STARTED, 1, worker=0, attempt=1)
-    e(0.0, K.ENQUEUED, 2, info="io", value=1)
-    e(0.0, K.DISPATCHED, 2, worker=1, value=0)
-    e(0.0, K.STARTED, 2, worker=1, attempt=1)
-    e(0.0, K.ENQUEUED, 3, info="cpu", value=1)
-    e(0.0, K.PRODUCER_BLOCKED, 4)
-    e(1.0, K.SUCCEEDED, 1, worker=0, attempt=1)
-    e(1.0, K.DISPATCHED, 3, worker=0, value=0)
-    e(1.0, K.STARTED, 3, worker=0, attempt=1)
-    e(1.0, K.PRODUCER_RESUMED, 4)
-    e(1.0, K.ENQUEUED, 4, info="delay", value=1)
-    e(2.0, K.SUCCEEDED, 2, worker=1, attempt=1)
-    e(2.0, K.DISPATCHED, 4, worker=1, value=0)
-    e(2.0, K.STARTED, 4, worker=1, attempt=1)
-    e(2.5, K.SUCCEEDED, 3, worker=0, attempt=1)
-    e(4.0, K.SUCCEEDED, 4, worker=1, attempt=1)
+from .helpers import emit_two_workers
 
 
 def emit_retry_and_cancel(trace: Trace) -> None:

@@ -29,6 +29,8 @@ from jobq.plotting import (
 from jobq.trace import EventKind as K
 from jobq.trace import Trace
 
+from .helpers import emit_two_workers
+
 matplotlib.use("Agg")  # no window, whatever MPLBACKEND says
 
 
@@ -44,26 +46,7 @@ def busy_run() -> Trace:
     Job 3 fails its only attempt at 2.5 and is dead-lettered; the others succeed.
     """
     trace = Trace()
-    e = trace.emit
-    e(0.0, K.ENQUEUED, 1, info="cpu", value=1)
-    e(0.0, K.DISPATCHED, 1, worker=0, value=0)
-    e(0.0, K.STARTED, 1, worker=0, attempt=1)
-    e(0.0, K.ENQUEUED, 2, info="io", value=1)
-    e(0.0, K.DISPATCHED, 2, worker=1, value=0)
-    e(0.0, K.STARTED, 2, worker=1, attempt=1)
-    e(0.0, K.ENQUEUED, 3, info="cpu", value=1)
-    e(0.0, K.PRODUCER_BLOCKED, 4)
-    e(1.0, K.SUCCEEDED, 1, worker=0, attempt=1)
-    e(1.0, K.DISPATCHED, 3, worker=0, value=0)
-    e(1.0, K.STARTED, 3, worker=0, attempt=1)
-    e(1.0, K.PRODUCER_RESUMED, 4)
-    e(1.0, K.ENQUEUED, 4, info="delay", value=1)
-    e(2.0, K.SUCCEEDED, 2, worker=1, attempt=1)
-    e(2.0, K.DISPATCHED, 4, worker=1, value=0)
-    e(2.0, K.STARTED, 4, worker=1, attempt=1)
-    e(2.5, K.ATTEMPT_FAILED, 3, worker=0, attempt=1, info="InjectedFailure: boom")
-    e(2.5, K.DEAD_LETTERED, 3, worker=0, attempt=1, info="InjectedFailure: boom")
-    e(4.0, K.SUCCEEDED, 4, worker=1, attempt=1)
+    emit_two_workers(trace, job3_fails=True)
     return trace
 
 
