@@ -187,6 +187,20 @@ def test_stored_executed_in_order_without_errors(name: str) -> None:
     )
 
 
+# A progress bar's rate ("12.3it/s") or time ("[00:01<00:02") changes every run: stored,
+# it would break nbval's comparison. jobq's bar shows counts only.
+VARYING_PROGRESS = re.compile(r"\d(?:it/s|s/it)|\[\d\d:\d\d<")
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_no_rate_or_eta_in_stored_outputs(name: str) -> None:
+    nb = read(name)
+    for i, cell in enumerate(nb.cells):
+        for output in cell.get("outputs", []):
+            text = str(output.get("text", "")) + str(output.get("data", {}).get("text/plain", ""))
+            assert not VARYING_PROGRESS.search(text), f"{name}: cell {i} stores {text[:80]!r}"
+
+
 @pytest.mark.parametrize("name", CHAPTERS)
 def test_exercises_have_solutions(name: str) -> None:
     nb = read(name)
