@@ -199,6 +199,11 @@ class LocalServer:
         try:
             await self._stop_event.wait()
         finally:
+            # First let connections that arrived before stop() finish being accepted: asyncio
+            # accepts in two steps, and a socket whose second step meets an already closed
+            # listener is dropped unclosed (it then warns in whatever code runs next).
+            for _ in range(3):
+                await asyncio.sleep(0)
             # Closes the listening socket, lets handlers still running finish (within the
             # grace period, else cancels them), then closes every connection.
             await app_runner.cleanup()

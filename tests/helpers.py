@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from jobq import Delayed, Job, Trace
 from jobq.trace import FINAL_KINDS, EventKind
-from jobq.trace import EventKind as K
 
 
 def delayed_jobs(delays: list[float], start_id: int = 0) -> list[Job]:
@@ -50,25 +49,25 @@ def emit_two_workers(trace: Trace, *, job3_fails: bool = False) -> None:
         in system: 3 on [0, 2), 2 on [2, 2.5), 1 on [2.5, 4) -> area 8.5 = sum of latencies
     """
     e = trace.emit
-    e(0.0, K.ENQUEUED, 1, info="cpu", value=1)
-    e(0.0, K.DISPATCHED, 1, worker=0, value=0)
-    e(0.0, K.STARTED, 1, worker=0, attempt=1)
-    e(0.0, K.ENQUEUED, 2, info="io", value=1)
-    e(0.0, K.DISPATCHED, 2, worker=1, value=0)
-    e(0.0, K.STARTED, 2, worker=1, attempt=1)
-    e(0.0, K.ENQUEUED, 3, info="cpu", value=1)
-    e(0.0, K.PRODUCER_BLOCKED, 4)
-    e(1.0, K.SUCCEEDED, 1, worker=0, attempt=1)
-    e(1.0, K.DISPATCHED, 3, worker=0, value=0)
-    e(1.0, K.STARTED, 3, worker=0, attempt=1)
-    e(1.0, K.PRODUCER_RESUMED, 4)
-    e(1.0, K.ENQUEUED, 4, info="delay", value=1)
-    e(2.0, K.SUCCEEDED, 2, worker=1, attempt=1)
-    e(2.0, K.DISPATCHED, 4, worker=1, value=0)
-    e(2.0, K.STARTED, 4, worker=1, attempt=1)
+    e(0.0, EventKind.ENQUEUED, 1, info="cpu", value=1)
+    e(0.0, EventKind.DISPATCHED, 1, worker=0, value=0)
+    e(0.0, EventKind.STARTED, 1, worker=0, attempt=1)
+    e(0.0, EventKind.ENQUEUED, 2, info="io", value=1)
+    e(0.0, EventKind.DISPATCHED, 2, worker=1, value=0)
+    e(0.0, EventKind.STARTED, 2, worker=1, attempt=1)
+    e(0.0, EventKind.ENQUEUED, 3, info="cpu", value=1)
+    e(0.0, EventKind.PRODUCER_BLOCKED, 4)
+    e(1.0, EventKind.SUCCEEDED, 1, worker=0, attempt=1)
+    e(1.0, EventKind.DISPATCHED, 3, worker=0, value=0)
+    e(1.0, EventKind.STARTED, 3, worker=0, attempt=1)
+    e(1.0, EventKind.PRODUCER_RESUMED, 4)
+    e(1.0, EventKind.ENQUEUED, 4, info="delay", value=1)
+    e(2.0, EventKind.SUCCEEDED, 2, worker=1, attempt=1)
+    e(2.0, EventKind.DISPATCHED, 4, worker=1, value=0)
+    e(2.0, EventKind.STARTED, 4, worker=1, attempt=1)
     if job3_fails:  # its only attempt fails: dead-lettered at 2.5 instead
-        e(2.5, K.ATTEMPT_FAILED, 3, worker=0, attempt=1, info="InjectedFailure: boom")
-        e(2.5, K.DEAD_LETTERED, 3, worker=0, attempt=1, info="InjectedFailure: boom")
+        e(2.5, EventKind.ATTEMPT_FAILED, 3, worker=0, attempt=1, info="InjectedFailure: boom")
+        e(2.5, EventKind.DEAD_LETTERED, 3, worker=0, attempt=1, info="InjectedFailure: boom")
     else:
-        e(2.5, K.SUCCEEDED, 3, worker=0, attempt=1)
-    e(4.0, K.SUCCEEDED, 4, worker=1, attempt=1)
+        e(2.5, EventKind.SUCCEEDED, 3, worker=0, attempt=1)
+    e(4.0, EventKind.SUCCEEDED, 4, worker=1, attempt=1)

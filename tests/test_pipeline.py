@@ -104,8 +104,7 @@ async def test_worker_pool_concurrency() -> None:
 async def test_shutdown_drains_queued_and_running_jobs() -> None:
     pipe = Pipeline(workers=2, capacity=10, executor="inline")
     async with pipe:
-        for job in delayed_jobs([3.0] * 10):
-            await pipe.submit(job)
+        await pipe.submit_many(delayed_jobs([3.0] * 10))
     assert pipe.report is not None
     assert pipe.report.succeeded == 10 and pipe.report.drained
     assert [name for name, _ in pipe.report.phases] == ["closing", "draining", "stopped"]
@@ -116,8 +115,7 @@ async def test_shutdown_drains_queued_and_running_jobs() -> None:
 async def test_shutdown_deadline_cuts_what_is_left() -> None:
     pipe = Pipeline(workers=2, capacity=10, executor="inline")
     async with pipe:
-        for job in delayed_jobs([4.0] * 6):
-            await pipe.submit(job)
+        await pipe.submit_many(delayed_jobs([4.0] * 6))
         report = await pipe.shutdown(drain_timeout=5.0)
     # t=4: jobs 0,1 done, 2,3 start; t=5 deadline: 2,3 interrupted, 4,5 never started.
     assert (report.succeeded, report.cancelled_interrupted, report.cancelled_never_started) == (
@@ -130,8 +128,7 @@ async def test_shutdown_deadline_cuts_what_is_left() -> None:
 async def test_cancel_queued_ends_waiting_jobs_at_once() -> None:
     pipe = Pipeline(workers=1, capacity=10, executor="inline")
     async with pipe:
-        for job in delayed_jobs([1.0] * 5):
-            await pipe.submit(job)
+        await pipe.submit_many(delayed_jobs([1.0] * 5))
         await asyncio.sleep(0)  # let the dispatcher start job 0
         report = await pipe.shutdown(cancel_queued=True)
     assert (report.succeeded, report.cancelled_never_started) == (1, 4)
