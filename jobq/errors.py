@@ -39,6 +39,7 @@ __all__ = [
     "ResponseTooLargeError",
     "VirtualDeadlineExceeded",
     "WorkerCrashedError",
+    "require_count",
 ]
 
 
@@ -111,3 +112,11 @@ class AccountingError(JobqError, AssertionError):
 
 class VirtualDeadlineExceeded(JobqError, TimeoutError):
     """A run on the virtual clock passed its virtual deadline (an endless simulation ends)."""
+
+
+def require_count(name: str, value: object) -> int:
+    """Return `value` if it is a whole number >= 1 (workers, capacity, producers), else raise
+    InvalidConfigError naming the setting. A bool is refused: True workers is a mistake."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidConfigError(f"{name} must be an int >= 1, got {value!r}")
+    return value

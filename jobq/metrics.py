@@ -30,7 +30,7 @@ from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from jobq.errors import InvalidConfigError
+from jobq.errors import require_count
 from jobq.trace import FINAL_KINDS, Event, EventKind, Trace
 
 __all__ = [
@@ -389,8 +389,7 @@ class MetricsAggregator:
 
     def snapshot(self, workers: int) -> Metrics:
         """The metrics so far, as an immutable value. `workers` is the number of slots."""
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-            raise InvalidConfigError(f"snapshot(workers=...) must be an int >= 1, got {workers!r}")
+        require_count("snapshot(workers=...)", workers)
         jobs = sum(self._counts.values())
         if self._first_enqueued is None or self._last_t is None:
             elapsed = 0.0

@@ -46,6 +46,7 @@ from jobq.errors import (
     InvalidJobError,
     JobqError,
     PipelineClosedError,
+    require_count,
 )
 from jobq.http import HttpClient, HttpLimits
 from jobq.jobs import CancelReason, Job, JobResult, ResultStatus
@@ -170,8 +171,7 @@ class Pipeline:
         cpu_cost: float | None = None,
         drain_timeout: float | None = None,
     ) -> None:
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-            raise InvalidConfigError(f"workers must be an int >= 1, got {workers!r}")
+        require_count("workers", workers)
         if cpu_cost is not None and not cpu_cost >= 0:
             raise InvalidConfigError(f"cpu_cost must be >= 0 seconds per iteration, got {cpu_cost}")
         if drain_timeout is not None and not drain_timeout >= 0:
@@ -545,8 +545,7 @@ async def run(
     the virtual clock (in a worker thread when called from a running real loop, such as a
     notebook cell). Other keyword arguments go to Pipeline.
     """
-    if isinstance(producers, bool) or not isinstance(producers, int) or producers < 1:
-        raise InvalidConfigError(f"producers must be an int >= 1, got {producers!r}")
+    require_count("producers", producers)
     if virtual_time and not is_virtual():
         return await in_virtual_time(run(jobs, producers=producers, drain_timeout=drain_timeout,
                                          **options))

@@ -23,7 +23,7 @@ from collections import deque
 from functools import partial
 
 from jobq.cancel import CancellationToken, wake
-from jobq.errors import InvalidConfigError, PipelineClosedError, QueueFullError
+from jobq.errors import PipelineClosedError, QueueFullError, require_count
 from jobq.jobs import Job
 
 __all__ = ["JobQueue"]
@@ -33,8 +33,7 @@ class JobQueue:
     """A FIFO of at most `capacity` jobs; `put` waits while it is full."""
 
     def __init__(self, capacity: int = 10) -> None:
-        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
-            raise InvalidConfigError(f"capacity must be an int >= 1, got {capacity!r}")
+        require_count("capacity", capacity)
         self.capacity = capacity
         self._items: deque[Job] = deque()
         # Futures of tasks waiting for space (producers) and for an item (the dispatcher).
