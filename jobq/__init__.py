@@ -53,6 +53,7 @@ from jobq.errors import (
     PipelineClosedError,
     QueueFullError,
     ResponseTooLargeError,
+    UnguardedMainError,
     VirtualDeadlineExceeded,
     WorkerCrashedError,
 )
@@ -114,6 +115,7 @@ __all__ = [
     "ShutdownReport",
     "TokenCancelled",
     "Trace",
+    "UnguardedMainError",
     "VirtualClock",
     "VirtualDeadlineExceeded",
     "VirtualTimeLoop",

@@ -8,14 +8,16 @@ final status; a second final raises AccountingError at once, and whatever is sti
 ledger after shutdown is counted as `lost` in the report - a number that must be 0.
 
 Memory: the ledger holds only the jobs that have not ended (at most capacity + workers +
-those in flight), and `IdSet` remembers every id ever accepted as sorted intervals, so
-1,000,000 consecutive ids cost two integers, not a million.
+those in flight), and `IdSet` remembers every id ever accepted as runs of consecutive ids, so
+1,000,000 consecutive ids cost one run, not a million ids.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_right
 from collections import Counter
+
+# sortedcontainers ships no type hints; its SortedDict is typed as Any here.
+from sortedcontainers import SortedDict  # type: ignore[import-untyped]
 
 from jobq.errors import AccountingError
 from jobq.jobs import CancelReason, ResultStatus
@@ -24,60 +26,90 @@ __all__ = ["IdSet", "Ledger"]
 
 
 class IdSet:
-    """A set of ints stored as sorted, disjoint, inclusive intervals [start, end]."""
+    """A set of ints (job ids), stored as runs of consecutive ids.
+
+        {1, 2, 3, 4, 9, 10, 42}  is stored as  1..4, 9..10, 42..42  (3 runs)
+
+    The problem: a pipeline must remember every id it ever accepted, to refuse a duplicate -
+    a million jobs, a million ids. Most programs number their jobs 0, 1, 2, ...: then the
+    ids are one run and cost as much as one id. Other programs use random ids (uuid-like
+    ints, hashes): then nearly every id is a run of its own, and the runs must still be
+    found - and inserted - fast, in any order.
+
+    How: `_runs` maps the first id of each run to its last id, in order of first id: a
+    `sortedcontainers.SortedDict`, a dict plus its keys in sorted order, which it stores as
+    a list of short sorted lists (at most 2,000 keys each) - so a new key shifts at most a
+    few thousand entries, never all n. (The two flat lists IdSet had before shifted half of
+    everything on every random id: quadratic.) To look `x` up, a binary search finds the
+    last run that starts at or before `x`; `x` is in the set if that run ends at or after
+    `x`. `add`, `discard` and `in` each do one search and change at most two runs:
+    O(log n) whatever the order of the ids.
+
+    Memory (CPython 3.11, 64-bit; bench/ids.py measures it): about 55-65 bytes per run, plus
+    the int objects of its first and last id (28-32 bytes each; one when they are equal).
+    Ids 0..n-1, in any order: one run, about 3 KB in all however large n is (the SortedDict's
+    own bookkeeping). Random ids: nearly every id a run, about 90-100 bytes per id - a plain
+    `set` of the same ids costs 70-80.
+    """
 
     def __init__(self) -> None:
-        self._starts: list[int] = []
-        self._ends: list[int] = []
+        self._runs = SortedDict()  # first id of a run -> last id of that run (inclusive)
         self._count = 0
 
     def __len__(self) -> int:
         return self._count
 
+    def _run_at_or_before(self, value: int) -> tuple[int, int] | None:
+        """(first, last) of the run with the largest first id <= value, or None."""
+        # bisect_right: how many runs start at or before value; the last of those is ours.
+        i: int = self._runs.bisect_right(value)
+        if i == 0:
+            return None
+        first, last = self._runs.peekitem(i - 1)
+        return first, last
+
     def __contains__(self, value: object) -> bool:
         if not isinstance(value, int):
             return False
-        i = bisect_right(self._starts, value) - 1
-        return i >= 0 and value <= self._ends[i]
+        run = self._run_at_or_before(value)
+        return run is not None and value <= run[1]
 
     def add(self, value: int) -> None:
-        if value in self:
-            return
+        runs = self._runs
+        before = self._run_at_or_before(value)
+        if before is not None and value <= before[1]:
+            return  # already in the set
         self._count += 1
-        i = bisect_right(self._starts, value) - 1  # interval starting at or before value
-        joins_left = i >= 0 and self._ends[i] == value - 1
-        joins_right = i + 1 < len(self._starts) and self._starts[i + 1] == value + 1
-        if joins_left and joins_right:  # value fills the gap between two intervals
-            self._ends[i] = self._ends[i + 1]
-            del self._starts[i + 1], self._ends[i + 1]
-        elif joins_left:
-            self._ends[i] = value
-        elif joins_right:
-            self._starts[i + 1] = value
+        # Does value join its neighbours? The run just before it is `before` (the search
+        # found it); the run just after it, if any, starts at value + 1: a dict lookup.
+        last = value
+        if value + 1 in runs:  # value is the new front of the next run: take that run over
+            last = runs.pop(value + 1)
+        if before is not None and before[1] == value - 1:  # ...and the back of the one before
+            runs[before[0]] = last  # an existing key: a dict update, no key moves
         else:
-            self._starts.insert(i + 1, value)
-            self._ends.insert(i + 1, value)
+            runs[value] = last  # a new first id: inserted among the sorted keys, O(log n)
 
     def discard(self, value: int) -> None:
-        if value not in self:
-            return
+        run = self._run_at_or_before(value)
+        if run is None or value > run[1]:
+            return  # not in the set
         self._count -= 1
-        i = bisect_right(self._starts, value) - 1
-        start, end = self._starts[i], self._ends[i]
-        if start == end:
-            del self._starts[i], self._ends[i]
-        elif value == start:
-            self._starts[i] = value + 1
-        elif value == end:
-            self._ends[i] = value - 1
-        else:  # split one interval into two
-            self._ends[i] = value - 1
-            self._starts.insert(i + 1, value + 1)
-            self._ends.insert(i + 1, end)
+        first, last = run
+        runs = self._runs
+        # Cut value out of first..last: what stays is first..value-1 and value+1..last,
+        # each only if it is not empty.
+        if first == value:
+            del runs[first]
+        else:
+            runs[first] = value - 1
+        if last > value:
+            runs[value + 1] = last
 
     @property
-    def intervals(self) -> int:
-        return len(self._starts)
+    def runs(self) -> int:
+        """How many runs of consecutive ids are stored: what the memory grows with."""
+        return len(self._runs)
 
 
 class Ledger:

@@ -7,31 +7,46 @@ The command starts its own LocalServer for the io jobs, builds the jobs from `--
 every job ended and the run's metrics as one aligned table. `--trace` and `--plot` save the
 events and a dashboard. Ctrl-C (SIGINT) or SIGTERM stops it gracefully; a second one cuts
 the jobs still running. The exit code says how it went (EXIT_CODES below).
+
+The problem: a command is judged by what it promises whatever happens around the process -
+a Ctrl-C at any moment (during start-up, twice in a row, while the dashboard is drawn), a
+reader that has gone (`| head -1`), a closed stderr (cron), a path that cannot be written,
+a full disk. Whatever happens, the exit code must say how it went, and the report and files
+must be written if they can be. So: one signal handler for the whole command that only
+records (`_Interrupts`), output paths checked before any job runs, and every write - the
+summary, each file, each status line - able to fail on its own without taking the others,
+or the exit code, with it.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
+import contextlib
 import math
+import os
 import random
 import signal
+import stat
 import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
+from types import FrameType
+from typing import IO, Any
 
 from jobq.clock import run_virtual
-from jobq.errors import AccountingError
+from jobq.errors import AccountingError, PipelineClosedError
 from jobq.jobs import AsyncIo, CpuBound, Delayed, Job, JobType
 from jobq.metrics import Metrics
 from jobq.offload import ExecutorKind
 from jobq.pipeline import Pipeline, ShutdownReport
 from jobq.retry import FailurePlan, RetryPolicy
 from jobq.testing import LocalServer
-from jobq.trace import Trace
+from jobq.trace import Event, Trace
 
 __all__ = ["RunOptions", "build_parser", "format_table", "main", "make_jobs", "parse_mix"]
 
@@ -40,14 +55,19 @@ EXIT_DEAD_LETTERS = 1
 EXIT_USAGE = 2  # argparse's own code for a bad command line
 EXIT_INTERRUPTED = 3
 EXIT_INTERNAL = 4
+EXIT_OUTPUT = 5
 
 EXIT_CODES = """\
 exit codes:
   0  every job succeeded
   1  the run finished, but some jobs were dead-lettered (failed every attempt)
   2  bad command-line usage
-  3  interrupted by SIGINT/SIGTERM: graceful shutdown ran, the report was printed
+  3  interrupted by SIGINT/SIGTERM (at any moment, start-up and output included): graceful
+     shutdown ran, the report was printed, the files were written
   4  internal error: a job was lost (lost != 0) or a pipeline stage crashed - a bug in jobq
+  5  output could not be written: the summary (stdout closed, or its reader gone), or the
+     --trace / --plot file (a full disk); the jobs ran, stderr says what was lost
+  when several apply, the first of 4, 5, 3, 1 wins
 """
 
 KINDS = ("cpu", "io", "delay")
@@ -96,13 +116,53 @@ def _fraction(text: str) -> float:
 
 
 def _output_file(text: str) -> Path:
-    # Checked before the run, so a typo in a directory does not cost the whole run.
+    """A path the command can write to, checked before the run: a typo, a missing directory
+    or a read-only place must not cost a whole run, found out only at the end.
+
+    Checked by opening it: the one test that knows every reason it may fail (a missing
+    directory, a parent that is a file, no permission, a read-only disk, /proc), also for
+    root, to whom os.access() says yes to nearly everything. Opened for appending, which
+    leaves an existing file as it was; a file created only by the check is removed again.
+    A path that exists and is not a regular file (a FIFO, /dev/full) is only asked with
+    os.access(): opening a FIFO and closing it again would tell its reader the output has
+    ended. A full disk shows only on writing; the command reports that after the run.
+    """
     path = Path(text)
-    if not path.parent.is_dir():
-        raise argparse.ArgumentTypeError(f"directory {str(path.parent)!r} does not exist")
-    if path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text!r} is a directory, not a file")
+    try:
+        mode: int | None = path.stat().st_mode  # follows links: what a write would reach
+    except OSError:
+        mode = None  # not there yet (or not reachable: opening it below says why)
+    if mode is not None and stat.S_ISDIR(mode):
+        raise argparse.ArgumentTypeError(f"cannot write {text!r}: it is a directory")
+    if mode is not None and not stat.S_ISREG(mode):
+        if not os.access(path, os.W_OK):
+            raise argparse.ArgumentTypeError(f"cannot write {text!r}: permission denied")
+        return path
+    try:
+        with open(path, "ab"):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        if isinstance(exc, FileNotFoundError) and not path.parent.is_dir():
+            reason = f"directory {str(path.parent)!r} does not exist"
+        raise argparse.ArgumentTypeError(f"cannot write {text!r}: {reason}") from None
+    if mode is None:  # created by the check (through a dangling link, the link's target)
+        Path(os.path.realpath(path)).unlink(missing_ok=True)
     return path
+
+
+def _image_file(text: str) -> Path:
+    """An output path (see _output_file) whose extension names a format matplotlib writes -
+    asked of matplotlib itself, imported only when --plot is given (it takes a moment)."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if Path(text).suffix[1:].lower() not in formats:
+        known = ", ".join(f".{name}" for name in sorted(formats))
+        raise argparse.ArgumentTypeError(
+            f"cannot save a dashboard as {text!r}: the name must end in one of {known}"
+        )
+    return _output_file(text)
 
 
 def parse_mix(text: str) -> dict[str, float]:
@@ -195,8 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     out = run.add_argument_group("output")
     out.add_argument("--trace", type=_output_file, metavar="FILE.jsonl",
                      help="save every event as JSON lines (jobq.Trace.from_jsonl reads them)")
-    out.add_argument("--plot", type=_output_file, metavar="FILE.png",
-                     help="save a dashboard of the run as an image")
+    out.add_argument("--plot", type=_image_file, metavar="FILE.png",
+                     help="save a dashboard of the run as an image (.png, .svg, .pdf, ...)")
     out.add_argument("--no-progress", dest="progress", action="store_false",
                      help="do not draw the progress bar (on stderr)")
     out.add_argument("--bounded-memory", action="store_true",
@@ -254,103 +314,287 @@ def make_jobs(options: RunOptions, ok_url: str | None) -> Iterator[Job]:
         yield Job(job_id, f"job {job_id}".encode(), job_type)
 
 
-# -- running, with signals ----------------------------------------------------------------
+# -- status lines, and streams that fail --------------------------------------------------
+
+
+def _to_stderr(text: str) -> None:
+    """Write `text` on stderr, if there is one that works; never raise.
+
+    Status lines are a courtesy: stderr may be closed (`2>&-`, as cron may start a command;
+    Python then sets sys.stderr to None - and print(file=None) would write on *stdout*), or
+    its reader may have gone (a broken pipe). Neither may cost the run or its exit code.
+    """
+    stream = sys.stderr
+    if stream is None:
+        return
+    try:
+        stream.write(text)
+        stream.flush()
+    except (OSError, ValueError):
+        _discard(stream)
 
 
 def _say(message: str, *, new_line: bool = False) -> None:
     """A status line on stderr, so stdout holds only the summary. `new_line`: start on a
     line of its own, below a progress bar that may be drawn on the current line."""
     prefix = "\n" if new_line else ""
-    print(f"{prefix}jobq: {message}", file=sys.stderr, flush=True)
+    _to_stderr(f"{prefix}jobq: {message}\n")
+
+
+def _discard(stream: IO[str]) -> None:
+    """Point a failed stream's file descriptor at /dev/null.
+
+    Later writes to it - ours, tqdm's, and the interpreter's own flush at exit - then succeed
+    and go nowhere. Without this the flush at exit fails again, prints "Exception ignored"
+    and turns our exit code into 120 (the advice of the Python docs on SIGPIPE).
+    """
+    with contextlib.suppress(OSError, ValueError):  # no file descriptor (a test's capture)
+        fd = stream.fileno()
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, fd)
+        finally:
+            os.close(devnull)
+
+
+def _keep_standard_fds_open() -> None:
+    """Open /dev/null on file descriptors 0-2 where one is closed (`2>&-`).
+
+    Otherwise the next file or socket opened takes the lowest free number - 2 - and whatever
+    is written to "stderr" goes into it: by a process-pool worker, which inherits fd 2 as its
+    stderr, or by C code. sys.stderr stays None: Python decided that at start-up.
+    """
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            opened = os.open(os.devnull, os.O_RDWR)  # the lowest free number: this one
+            if opened != fd:
+                os.dup2(opened, fd)
+                os.close(opened)
+
+
+# -- signals ------------------------------------------------------------------------------
 
 
 class _Interrupts:
-    """SIGINT / SIGTERM during a run: the first one stops gracefully, the second one cuts.
+    """SIGINT / SIGTERM from main()'s first line to its last: the first one stops gracefully
+    (no new jobs, the rest drain), the second one cuts the jobs still running.
 
-    Installed with `loop.add_signal_handler`, so the handler runs as an ordinary callback on
-    the loop - never in the middle of the pipeline's bookkeeping, as a KeyboardInterrupt
-    raised at an arbitrary line could.
+    A signal may land anywhere, and where it lands decides what can safely be done:
+
+        start-up   parsing, the LocalServer starting, the loop being made
+        the run    the pipeline on its loop
+        output     the summary, the trace file, the dashboard (a big one takes a minute)
+
+    One Python-level handler (`catch`) covers all three, and it only *records* the signal.
+    Python's default - KeyboardInterrupt raised at whatever line was running, halfway through
+    starting the server or drawing the dashboard - left a traceback and no report. During
+    the run the handler also hands the signal to the loop (`call_soon_threadsafe`), where
+    `act` runs as an ordinary callback: never in the middle of the pipeline's bookkeeping.
+    Signals recorded during start-up are acted on the moment the run begins (it begins
+    stopped). Signals during the output let it finish; then the command exits 3.
+
+    Why not loop.add_signal_handler for the run: removing it afterwards puts the *default*
+    handlers back, and a SIGTERM before ours are reinstalled would kill the process.
     """
 
-    def __init__(self, pipe: Pipeline, drain_timeout: float, progress: bool) -> None:
-        self._pipe = pipe
-        self._drain_timeout = drain_timeout
-        self._progress = progress
-        self.received = asyncio.Event()
-        self._count = 0
-        self._installed: list[signal.Signals] = []
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-    def install(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+    def __init__(self) -> None:
+        self.received: list[signal.Signals] = []  # every signal so far, in order
+        self.acted = 0  # how many of them the run has acted on (the first two count)
+        self._previous: dict[signal.Signals, Any] = {}  # handlers to restore on release()
+        # Set while the run is on (attach .. detach): the loop to hand signals to, and what
+        # acting on them needs.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pipe: Pipeline | None = None
+        self._drain_timeout = 0.0
+        self._progress = False
+        self._stopping: asyncio.Event | None = None
+        self._run_over = False
+        self._exit_code: int | None = None  # see exiting()
+
+    def catch(self) -> None:
+        """Install the recording handler (main() does it first thing)."""
+        for sig in self.SIGNALS:
             try:
-                loop.add_signal_handler(sig, self._on_signal, sig)
-            except (NotImplementedError, RuntimeError, ValueError):
-                continue  # Windows, or not the main thread: Ctrl-C keeps its default
-            self._installed.append(sig)
+                self._previous[sig] = signal.signal(sig, self._record)
+            except ValueError:  # not the main thread: signals keep what they had
+                continue
 
-    def remove(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in self._installed:
-            loop.remove_signal_handler(sig)
-        self._installed.clear()
+    def release(self) -> None:
+        """Restore the handlers catch() replaced (main() may run inside a bigger program)."""
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
 
-    def _on_signal(self, sig: signal.Signals) -> None:
-        self._count += 1
-        if self._count == 1:
-            _say(f"{sig.name}: stopping - no new jobs; draining queued and running jobs "
-                 f"(up to {self._drain_timeout:g} s); {sig.name} again cancels them",
-                 new_line=self._progress)
-            self.received.set()
-        elif self._count == 2:
-            _say(f"{sig.name} again: cancelling the jobs still running", new_line=self._progress)
-            self._pipe.token.cancel()  # "stop now": the drain ends, running jobs are cut
+    def _record(self, signum: int, frame: FrameType | None) -> None:
+        # Python runs this in the main thread between two bytecodes of whatever it was doing:
+        # record, and leave the acting to a safe point.
+        if self._exit_code is not None:
+            os._exit(self._exit_code)  # see exiting()
+        sig = signal.Signals(signum)
+        self.received.append(sig)
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed a moment ago
+                self._loop.call_soon_threadsafe(self.act)
+        elif self._run_over:
+            # Say it now - the dashboard may take a minute - with one raw write: sys.stderr
+            # may be halfway through a write of its own, and its buffer is not reentrant.
+            with contextlib.suppress(OSError):
+                os.write(2, f"jobq: {sig.name}: the jobs have ended; finishing the output, "
+                            "then exiting\n".encode())
+
+    def attach(self, pipe: Pipeline, drain_timeout: float, progress: bool) -> asyncio.Event:
+        """The run begins (on its loop): from now on signals are acted on as they come.
+        Returns the event a first signal sets: "stop producing and drain"."""
+        self._pipe, self._drain_timeout, self._progress = pipe, drain_timeout, progress
+        self._stopping = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        return self._stopping
+
+    def detach(self) -> None:
+        """The run is over: signals from now on are recorded for the exit code only."""
+        self._loop = self._pipe = self._stopping = None
+        self._run_over = True
+
+    def exiting(self, code: int) -> None:
+        """The program has said its outcome and returns `code`; what is left is the
+        interpreter's exit. It may wait for a thread (a cpu job cut at the deadline runs on
+        in its thread): a signal now ends that wait and the process, with `code`. Once exit
+        handlers run, signals are ignored outright - Python then puts the default handlers
+        back, and a late SIGINT would still end the process as killed (exit -2)."""
+        self._exit_code = code
+        atexit.register(self._ignore)
+
+    def _ignore(self) -> None:
+        for sig in self._previous:  # the signals catch() took over
+            signal.signal(sig, signal.SIG_IGN)
+
+    def act(self) -> None:
+        """On the loop: act on every signal not acted on yet, in the order they came."""
+        if self._pipe is None or self._stopping is None:
+            return  # the run is over (a callback scheduled just before it ended)
+        while self.acted < len(self.received):
+            sig = self.received[self.acted]
+            self.acted += 1
+            if self.acted == 1:
+                _say(f"{sig.name}: stopping - no new jobs; draining queued and running jobs "
+                     f"(up to {self._drain_timeout:g} s); {sig.name} again cancels them",
+                     new_line=self._progress)
+                self._stopping.set()
+            elif self.acted == 2:
+                _say(f"{sig.name} again: cancelling the jobs still running",
+                     new_line=self._progress)
+                self._pipe.token.cancel()  # "stop now": the drain ends, running jobs are cut
+
+
+# -- running ------------------------------------------------------------------------------
+
+
+class _TraceFile:
+    """`--trace` with `--bounded-memory`: each event is written to the file as it happens.
+
+    The command keeps the file itself, as a listener of the run's Trace, so a write that
+    fails - a full disk - is its to handle: writing stops, the first error is kept, and the
+    run goes on (the jobs do not depend on their trace); it is reported with the rest of
+    the output (exit 5).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.error: OSError | None = None
+        self._file: IO[str] | None = None
+        try:
+            self._file = open(path, "w", encoding="utf-8")  # noqa: SIM115 - see close()
+        except OSError as exc:
+            self.error = exc
+
+    def write(self, event: Event) -> None:
+        if self._file is not None:
+            try:
+                self._file.write(event.to_json() + "\n")
+            except OSError as exc:
+                self._fail(exc)
+
+    def close(self) -> None:
+        """Flush and close; idempotent (run_command calls it once the run has ended)."""
+        if self._file is not None:
+            try:
+                self._file.close()
+            except OSError as exc:
+                self._fail(exc)
+
+    def _fail(self, exc: OSError) -> None:
+        self.error = self.error or exc
+        file, self._file = self._file, None
+        if file is not None:
+            with contextlib.suppress(OSError):  # closing flushes, which fails again
+                file.close()
 
 
 async def _produce_and_drain(pipe: Pipeline, jobs: Iterator[Job]) -> None:
-    await pipe.submit_many(jobs)
+    try:
+        await pipe.submit_many(jobs)
+    except PipelineClosedError:
+        # Shutdown began while we waited for space: a second signal cancelled pipe.token
+        # ("stop now") before the first had stopped us, or a stage crashed (shutdown()
+        # raises about that). The job in hand was not accepted, so nothing is lost: stop
+        # producing, as a producer that was cancelled does.
+        return
     await pipe.wait_drained()
 
 
-async def _execute(
-    options: RunOptions, jobs: Iterator[Job]
-) -> tuple[Pipeline, ShutdownReport, bool]:
-    """Run `jobs` until done or interrupted; (the pipeline, its report, interrupted?)."""
-    pipe = _make_pipeline(options)
-    interrupts = _Interrupts(pipe, options.drain_timeout, options.progress)
-    interrupts.install()
+async def _produce_until_stopped(pipe: Pipeline, jobs: Iterator[Job],
+                                 stopping: asyncio.Event) -> None:
+    """Submit every job and wait for them, unless `stopping` is set first."""
+    work = asyncio.create_task(_produce_and_drain(pipe, jobs))
+    stop = asyncio.create_task(stopping.wait())
     try:
-        # Printed once the signal handlers are in place (a test waits for it before it sends
+        await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop.cancel()
+        work.cancel()  # after a signal: stop producing; a job not yet accepted is not submitted
+        await asyncio.wait({work, stop})
+    if not work.cancelled():
+        work.result()  # a crash of the pipeline is not hidden
+
+
+async def _execute(
+    options: RunOptions, jobs: Iterator[Job], interrupts: _Interrupts,
+    trace_file: _TraceFile | None,
+) -> tuple[Pipeline, ShutdownReport]:
+    """Run `jobs` until done or interrupted; (the pipeline, its report)."""
+    pipe = _make_pipeline(options, trace_file)
+    stopping = interrupts.attach(pipe, options.drain_timeout, options.progress)
+    try:
+        # Printed once signals are acted on as they come (a test waits for it before it sends
         # a signal), and before the pipeline starts and draws its progress bar.
         clock = "virtual" if options.virtual_time else "real"
         _say(f"started: {options.jobs} jobs, {options.workers} workers, "
              f"{options.executor} executor, {clock} time")
         async with pipe:
-            work = asyncio.create_task(_produce_and_drain(pipe, jobs))
-            stop = asyncio.create_task(interrupts.received.wait())
-            await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
-            interrupted = stop.done()
-            stop.cancel()
-            if interrupted:
-                work.cancel()  # stop producing; a job not yet accepted is simply not submitted
-            await asyncio.wait({work})
-            if not work.cancelled():
-                work.result()  # a crash of the pipeline is not hidden
+            interrupts.act()  # signals recorded during start-up: the run begins stopped
+            if not stopping.is_set():
+                await _produce_until_stopped(pipe, jobs, stopping)
             # On a normal end everything has drained already; after a signal the deadline
             # applies (a second signal cuts it short through pipe.token).
             report = await pipe.shutdown(
-                drain_timeout=options.drain_timeout if interrupted else None
+                drain_timeout=options.drain_timeout if stopping.is_set() else None
             )
-        return pipe, report, interrupted
+        return pipe, report
     finally:
-        interrupts.remove()
+        interrupts.detach()
 
 
-def _make_pipeline(options: RunOptions) -> Pipeline:
+def _make_pipeline(options: RunOptions, trace_file: _TraceFile | None) -> Pipeline:
     trace: bool | Trace = True
     if options.bounded_memory:
         # No events and no results in memory; the trace file, if any, is written as we go.
-        trace = Trace(keep=False, path=options.trace) if options.trace else False
+        trace = Trace(keep=False)
+        if trace_file is not None:
+            trace.subscribe(trace_file.write)
     return Pipeline(
         workers=options.workers,
         capacity=options.capacity,
@@ -402,14 +646,27 @@ def _summary(options: RunOptions, report: ShutdownReport, metrics: Metrics, wall
     ])
 
 
-def _exit_code(report: ShutdownReport, interrupted: bool) -> tuple[int, str]:
+def _exit_code(report: ShutdownReport, interrupts: _Interrupts,
+               output_lost: bool) -> tuple[int, str]:
+    """(exit code, the outcome in words). When several apply: 4, then 5, then 3, then 1 -
+    a lost job is a bug whatever else happened, and 3 promises the report and the files,
+    some of which 5 says are missing."""
     if report.lost:
         return EXIT_INTERNAL, f"{report.lost} jobs were lost - a bug in jobq"
-    if interrupted:
-        return EXIT_INTERRUPTED, "interrupted; shut down gracefully"
-    if report.succeeded == report.submitted:
-        return EXIT_OK, f"all {report.submitted} jobs succeeded"
-    return EXIT_DEAD_LETTERS, f"{report.submitted - report.succeeded} jobs did not succeed"
+    if interrupts.acted:
+        code, outcome = EXIT_INTERRUPTED, "interrupted; shut down gracefully"
+    else:
+        if report.succeeded == report.submitted:
+            code, outcome = EXIT_OK, f"all {report.submitted} jobs succeeded"
+        else:
+            code = EXIT_DEAD_LETTERS
+            outcome = f"{report.submitted - report.succeeded} jobs did not succeed"
+        if interrupts.received:  # only once the run was over
+            code = EXIT_INTERRUPTED
+            outcome += f"; interrupted ({interrupts.received[0].name}) while writing the output"
+    if output_lost:
+        code, outcome = EXIT_OUTPUT, f"{outcome}, but some output could not be written"
+    return code, outcome
 
 
 def _save_plot(options: RunOptions, pipe: Pipeline, metrics: Metrics, path: Path) -> None:
@@ -422,63 +679,130 @@ def _save_plot(options: RunOptions, pipe: Pipeline, metrics: Metrics, path: Path
 
     fig = plot_dashboard(pipe.trace, metrics, workers=options.workers,
                          capacity=options.capacity, virtual=options.virtual_time)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        fig.savefig(path, dpi=100)
+    finally:
+        plt.close(fig)
+
+
+def _print_summary(text: str) -> bool:
+    """The summary on stdout; False if it could not be written: stdout closed (`>&-`), its
+    reader gone (`| head -1` has its line: a broken pipe), a full disk."""
+    stream = sys.stdout
+    try:
+        if stream is None:  # started with stdout closed; print() would just do nothing
+            raise OSError("stdout is closed")
+        stream.write(text + "\n")
+        stream.flush()
+    except (OSError, ValueError) as exc:
+        if stream is not None:
+            _discard(stream)
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        _say(f"the summary could not be written to stdout: {reason}")
+        return False
+    return True
+
+
+def _save(option: str, path: Path, what: str, write: Callable[[], None]) -> bool:
+    """Write one output file; say where it went, or in one line why not. False if not."""
+    try:
+        write()
+    except OSError as exc:
+        _say(f"{option}: could not write {str(path)!r}: {exc.strerror or exc}")
+        return False
+    _say(f"{what} written to {path}")
+    return True
+
+
+def _write_output(options: RunOptions, pipe: Pipeline, report: ShutdownReport, wall: float,
+                  trace_file: _TraceFile | None) -> bool:
+    """The summary, then the files - each written whatever became of the others: a reader
+    that has gone costs the summary, not the trace. False if anything could not be written."""
+    metrics = pipe.metrics()
+    written = _print_summary(_summary(options, report, metrics, wall))
+    if options.trace:
+        trace = options.trace
+
+        def write_trace() -> None:
+            if trace_file is not None:  # --bounded-memory: written during the run
+                if trace_file.error is not None:
+                    raise trace_file.error
+            else:
+                pipe.trace.to_jsonl(trace)
+
+        written = _save("--trace", trace, "trace", write_trace) and written
+    if options.plot:
+        plot = options.plot
+        written = _save("--plot", plot, "dashboard",
+                        lambda: _save_plot(options, pipe, metrics, plot)) and written
+    return written
 
 
 # -- the command --------------------------------------------------------------------------
 
 
-def run_command(options: RunOptions) -> int:
-    """`jobq run`: returns the exit code."""
+def run_command(options: RunOptions, interrupts: _Interrupts) -> int:
+    """`jobq run`: returns the exit code. `interrupts`: main()'s signal handling."""
     # The server runs in a thread of its own with real time (see jobq.testing), so it keeps
     # answering whatever clock the jobs run on.
     server = LocalServer().start() if options.mix["io"] > 0 else None
+    trace_file = _TraceFile(options.trace) if options.trace and options.bounded_memory else None
     try:
         jobs = make_jobs(options, server.url("/ok") if server else None)
         started = time.perf_counter()
+        run = _execute(options, jobs, interrupts, trace_file)
         if options.virtual_time:
             # No virtual deadline: the run ends when its jobs do, or at Ctrl-C.
-            pipe, report, interrupted = run_virtual(_execute(options, jobs), deadline=None)
+            pipe, report = run_virtual(run, deadline=None)
         else:
-            pipe, report, interrupted = asyncio.run(_execute(options, jobs))
+            pipe, report = asyncio.run(run)
         wall = time.perf_counter() - started
-    except KeyboardInterrupt:  # Ctrl-C before the handlers were installed or after removal
-        _say("interrupted")
-        return EXIT_INTERRUPTED
     except AccountingError as exc:
         _say(f"internal accounting error: {exc}")
         return EXIT_INTERNAL
     except Exception:
         # A crashed pipeline stage is a bug in jobq, not a verdict on the jobs: keep exit 1
         # meaning "some jobs were dead-lettered", and show where it broke.
-        traceback.print_exc()
+        _to_stderr(traceback.format_exc())
         _say("internal error: a pipeline stage crashed")
         return EXIT_INTERNAL
     finally:
         if server is not None:
             server.stop()
+        if trace_file is not None:
+            trace_file.close()
 
-    metrics = pipe.metrics()
-    print(_summary(options, report, metrics, wall), flush=True)
-    if options.trace and not options.bounded_memory:  # bounded: streamed during the run
-        pipe.trace.to_jsonl(options.trace)
-    if options.trace:
-        _say(f"trace written to {options.trace}")
-    if options.plot:
-        _save_plot(options, pipe, metrics, options.plot)
-        _say(f"dashboard written to {options.plot}")
-    code, outcome = _exit_code(report, interrupted)
+    written = _write_output(options, pipe, report, wall, trace_file)
+    code, outcome = _exit_code(report, interrupts, output_lost=not written)
     _say(f"{outcome} (exit {code})")
     return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The `jobq` command. Returns the exit code; bad usage exits with 2 (argparse)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.bounded_memory and args.plot:
-        # parser.error prints usage and exits with code 2, like any other usage error.
-        parser.error("argument --plot: not possible with --bounded-memory, which keeps no "
-                     "events to draw (use --trace to stream them to a file)")
-    return run_command(RunOptions.from_args(args))
+    """The `jobq` command. Returns the exit code; bad usage exits with 2 (argparse).
+
+    `argv=None` (the console script, `python -m jobq`): this is the program, so its signal
+    handler stays while the interpreter exits, and a signal then ends the process with the
+    exit code just announced - never a KeyboardInterrupt or a kill (see
+    _Interrupts.exiting). With an explicit `argv` (main() called from other code, such as a
+    test) the handlers it replaced are restored.
+    """
+    _keep_standard_fds_open()
+    # First thing: from here on a SIGINT / SIGTERM is recorded, never a KeyboardInterrupt or
+    # a kill at whatever line happens to run (see _Interrupts).
+    interrupts = _Interrupts()
+    interrupts.catch()
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if args.bounded_memory and args.plot:
+            # parser.error prints usage and exits with code 2, like any other usage error.
+            parser.error("argument --plot: not possible with --bounded-memory, which keeps "
+                         "no events to draw (use --trace to stream them to a file)")
+        code = run_command(RunOptions.from_args(args), interrupts)
+    finally:
+        if argv is not None:
+            interrupts.release()
+    if argv is None:
+        interrupts.exiting(code)
+    return code

@@ -46,6 +46,10 @@ __all__ = [
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
 
+# How long a virtual run may last before it is cut short (run_virtual, in_virtual_time,
+# jobq.run): a day of virtual time. It makes an endless simulation end.
+DEFAULT_DEADLINE = 86_400.0
+
 # With `auto_advance=False` an idle loop never jumps: it waits for I/O in real time, in
 # slices no longer than this (I/O still wakes it at once).
 _MANUAL_POLL_SECONDS = 0.05
@@ -270,9 +274,20 @@ async def _with_deadline(
         if timeout.expired():  # our deadline fired; not a TimeoutError that main raised itself
             # Chained, so the traceback still shows where main was waiting when time ran out.
             raise VirtualDeadlineExceeded(
-                f"the run did not finish within its virtual deadline of {deadline} s"
+                f"the run did not finish within its virtual deadline of {_duration(deadline)};"
+                " pass deadline=... to jobq.run / run_virtual / in_virtual_time for a longer"
+                " one, or deadline=None for no limit"
             ) from exc
         raise
+
+
+def _duration(seconds: float | None) -> str:
+    """`86400 s (24 h)`: seconds as the deadline message shows them."""
+    assert seconds is not None  # only a run with a deadline can miss it
+    text = f"{seconds:g} s" if seconds < 1e15 else f"{seconds!r} s"
+    if seconds >= 3600:
+        text += f" ({seconds / 3600:g} h)"
+    return text
 
 
 def _run(
@@ -312,7 +327,7 @@ def _run(
 def run_virtual(
     main: Coroutine[Any, Any, T],
     *,
-    deadline: float | None = 86_400.0,
+    deadline: float | None = DEFAULT_DEADLINE,
     auto_advance: bool = True,
     clock: VirtualClock | None = None,
     debug: bool | None = None,
@@ -360,7 +375,7 @@ class _CancelFromOutside:
 async def in_virtual_time(
     main: Coroutine[Any, Any, T],
     *,
-    deadline: float | None = 86_400.0,
+    deadline: float | None = DEFAULT_DEADLINE,
     auto_advance: bool = True,
     clock: VirtualClock | None = None,
 ) -> T:

@@ -7,6 +7,7 @@
     ├── PipelineClosedError      submit after shutdown began
     ├── QueueFullError           submit_nowait on a full queue (the waiting twin is submit)
     ├── JobFailedError           one attempt of a job failed; retryable
+    │   ├── JobTimeoutError      the attempt ran longer than the job's timeout
     │   ├── InjectedFailure      the failure plan asked for this failure (demos and tests)
     │   ├── WorkerCrashedError   the process running a CpuBound job died
     │   └── HttpError            an AsyncIo request failed
@@ -14,12 +15,22 @@
     │       ├── HttpTimeoutError     connect or read took longer than allowed
     │       ├── HttpConnectError     nobody answered at that address
     │       └── ResponseTooLargeError the body exceeded the size cap
+    ├── JobDeadLetteredError     awaiting a handle: the job failed every attempt (has the letter)
+    ├── JobCancelledError        awaiting a handle: the job was cancelled (has the reason)
+    ├── ResultNotReadyError      handle.result() before the job ended
     ├── NotImportableError       a work function the process pool cannot import in a child
+    ├── UnguardedMainError       a process pool started by a script's unguarded top-level code
     ├── AccountingError          a job was lost or reported twice: a bug in jobq, never expected
     └── VirtualDeadlineExceeded  a virtual-time run did not finish before its deadline
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from jobq.jobs import CancelReason, JobResult
+    from jobq.retry import DeadLetter
 
 __all__ = [
     "AccountingError",
@@ -31,15 +42,19 @@ __all__ = [
     "InjectedFailure",
     "InvalidConfigError",
     "InvalidJobError",
+    "JobCancelledError",
+    "JobDeadLetteredError",
     "JobFailedError",
+    "JobTimeoutError",
     "JobqError",
     "NotImportableError",
     "PipelineClosedError",
     "QueueFullError",
     "ResponseTooLargeError",
+    "ResultNotReadyError",
+    "UnguardedMainError",
     "VirtualDeadlineExceeded",
     "WorkerCrashedError",
-    "require_count",
 ]
 
 
@@ -69,6 +84,40 @@ class QueueFullError(JobqError):
 
 class JobFailedError(JobqError):
     """One attempt of a job failed. The worker may retry it (see RetryPolicy)."""
+
+
+class JobTimeoutError(JobFailedError):
+    """An attempt ran longer than its job's `timeout`: it was cut, and counts as failed."""
+
+
+class JobDeadLetteredError(JobqError):
+    """Raised by awaiting a handle whose job failed every attempt.
+
+    `.result` is the job's JobResult; `.dead_letter` has every attempt's error and timing
+    (None if the letter was already taken out of the queue, e.g. by a replay)."""
+
+    def __init__(self, result: JobResult, dead_letter: DeadLetter | None) -> None:
+        super().__init__(f"job {result.job_id} failed all {result.attempts} attempt(s); "
+                         f"last error: {result.error}")
+        self.result = result
+        self.dead_letter = dead_letter
+
+
+class JobCancelledError(JobqError):
+    """Raised by awaiting a handle whose job was cancelled; `.reason` says at which stage
+    (never started, interrupted, awaiting a retry). Not an asyncio.CancelledError: the job
+    was cancelled, not the code awaiting it."""
+
+    def __init__(self, result: JobResult) -> None:
+        reason = result.cancel_reason
+        super().__init__(f"job {result.job_id} was cancelled "
+                         f"({reason.value if reason is not None else 'no reason'})")
+        self.result = result
+        self.reason: CancelReason | None = reason
+
+
+class ResultNotReadyError(JobqError):
+    """`handle.result()` was called before the job ended; `await handle` waits instead."""
 
 
 class InjectedFailure(JobFailedError):
@@ -106,6 +155,11 @@ class NotImportableError(JobqError, TypeError):
     imported by a child process."""
 
 
+class UnguardedMainError(JobqError, RuntimeError):
+    """A process pool would start from a script's top-level code that is not under
+    `if __name__ == "__main__":` - code that every pool process runs again when it starts."""
+
+
 class AccountingError(JobqError, AssertionError):
     """A job ended twice or not at all. jobq's accounting forbids it; seeing this is a bug."""
 
@@ -113,10 +167,3 @@ class AccountingError(JobqError, AssertionError):
 class VirtualDeadlineExceeded(JobqError, TimeoutError):
     """A run on the virtual clock passed its virtual deadline (an endless simulation ends)."""
 
-
-def require_count(name: str, value: object) -> int:
-    """Return `value` if it is a whole number >= 1 (workers, capacity, producers), else raise
-    InvalidConfigError naming the setting. A bool is refused: True workers is a mistake."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidConfigError(f"{name} must be an int >= 1, got {value!r}")
-    return value

@@ -11,6 +11,9 @@ Three things this module adds to a bare `aiohttp` call, each one a lesson:
 * **One error family.**  Whatever goes wrong, the caller sees an `HttpError` subclass from
   `jobq.errors` whose message names the URL - so a retry policy can decide on the type and a
   learner can read the message, without knowing aiohttp's two dozen exception classes.
+* **No secrets in messages.**  `http://ann:secret@host/` sends ann's password to the server,
+  and shows `http://ann:***@host/` everywhere else (`redact`): error messages end up in dead
+  letters, trace files and logs, which are read by more people than the password was meant for.
 * **Real time while on the wire.**  A request runs inside `real_work()`, which keeps the
   virtual clock from jumping while bytes are in flight (see `jobq.clock`).
 """
@@ -18,18 +21,18 @@ Three things this module adds to a bare `aiohttp` call, each one a lesson:
 from __future__ import annotations
 
 import asyncio
-import math
+import re
 from dataclasses import dataclass, fields
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from jobq import validation as check
 from jobq.clock import real_work
 from jobq.errors import (
     HttpConnectError,
     HttpError,
     HttpStatusError,
     HttpTimeoutError,
-    InvalidConfigError,
     ResponseTooLargeError,
 )
 
@@ -38,7 +41,7 @@ if TYPE_CHECKING:
     # starting a process-pool worker (it imports jobq.work, and with it this package).
     import aiohttp
 
-__all__ = ["FetchResult", "HttpClient", "HttpLimits"]
+__all__ = ["FetchResult", "HttpClient", "HttpLimits", "redact"]
 
 # Read the body in pieces of this size, so that we can stop as soon as the cap is passed.
 _CHUNK_BYTES = 64 * 1024
@@ -55,26 +58,11 @@ class HttpLimits:
     max_redirects: int = 3  # redirects we follow; one more is an error
 
     def __post_init__(self) -> None:
+        # A zero timeout could never be met, and an infinite one is no limit at all.
         for name in ("connect_timeout", "read_timeout", "total_timeout"):
-            value = getattr(self, name)
-            # bool is an int subclass; `read_timeout=True` is a mistake, not one second.
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise InvalidConfigError(
-                    f"HttpLimits.{name} must be a number of seconds, got {value!r}"
-                )
-            # `not value > 0` (rather than `value <= 0`) also refuses NaN.
-            if not value > 0:
-                raise InvalidConfigError(f"HttpLimits.{name} must be > 0 seconds, got {value!r}")
-            if not math.isfinite(value):
-                raise InvalidConfigError(
-                    f"HttpLimits.{name} must be a finite number of seconds, got {value!r}"
-                )
-        for name, minimum in (("max_response_bytes", 1), ("max_redirects", 0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise InvalidConfigError(f"HttpLimits.{name} must be an int, got {value!r}")
-            if value < minimum:
-                raise InvalidConfigError(f"HttpLimits.{name} must be >= {minimum}, got {value!r}")
+            check.seconds(f"HttpLimits.{name}", getattr(self, name), positive=True)
+        check.count("HttpLimits.max_response_bytes", self.max_response_bytes, minimum=1)
+        check.count("HttpLimits.max_redirects", self.max_redirects, minimum=0)
 
     def __repr__(self) -> str:
         # Show only what differs from the defaults: `HttpLimits(read_timeout=0.2)` reads
@@ -94,6 +82,10 @@ class FetchResult:
     status: int  # HTTP status of the final response (< 400)
     size: int  # body bytes read
     url: str  # the URL that answered, after following redirects
+
+    def __repr__(self) -> str:
+        # Its query string may carry a token (aiohttp already took the password out).
+        return f"FetchResult(status={self.status}, size={self.size}, url={redact(self.url)!r})"
 
 
 class HttpClient:
@@ -162,12 +154,13 @@ class HttpClient:
         """GET `url`, read its body (at most `max_response_bytes`) and report status and size.
 
         Raises an `HttpError` subclass (see `jobq.errors`) on any failure; the message names
-        the URL and, for timeouts, the limit that was exceeded.
+        the URL (redacted: see `redact`) and, for timeouts, the limit that was exceeded.
         """
         import aiohttp  # see the note at the imports
 
         session = self._get_session()
         limits = self.limits
+        shown = redact(url)  # the URL as every message shows it; the request uses `url`
         # Hold the virtual clock for the whole request, body included: the timeouts below are
         # measured on the loop's clock, and a jump while bytes are on the wire would fire them.
         with real_work():
@@ -178,60 +171,73 @@ class HttpClient:
                 async with session.get(
                     url, allow_redirects=True, max_redirects=limits.max_redirects + 1
                 ) as response:
-                    return await self._read(url, response)
+                    return await self._read(shown, response)
             except aiohttp.TooManyRedirects as exc:
                 raise HttpError(
-                    f"GET {url}: more than max_redirects={limits.max_redirects} redirects"
+                    f"GET {shown}: more than max_redirects={limits.max_redirects} redirects"
                 ) from exc
+            # The URL errors below carry the URL itself - ours with its password, or the one
+            # the server redirected to - and nothing else: our message says it all, redacted,
+            # so we leave them out of the traceback (`from None`).
             except aiohttp.NonHttpUrlRedirectClientError as exc:
                 # file://, ftp://, ... : following it could read local files or talk to other
                 # services on the server's say-so. aiohttp refuses; we say why.
                 raise HttpError(
-                    f"GET {url}: refused to follow a redirect to {exc}"
+                    f"GET {shown}: refused to follow a redirect to {redact(str(exc))}"
                     " (only http and https redirects are followed)"
-                ) from exc
+                ) from None
             except aiohttp.InvalidUrlRedirectClientError as exc:
-                raise HttpError(f"GET {url}: redirect to an invalid URL: {exc}") from exc
-            except aiohttp.NonHttpUrlClientError as exc:
-                raise HttpError(f"GET {url}: only http and https URLs can be fetched") from exc
+                raise HttpError(
+                    f"GET {shown}: redirect to an invalid URL: {redact(str(exc))}"
+                ) from None
+            except aiohttp.NonHttpUrlClientError:
+                raise HttpError(f"GET {shown}: only http and https URLs can be fetched") from None
             except aiohttp.InvalidURL as exc:
-                raise HttpError(f"GET {url}: not a valid URL") from exc
+                why = f" ({redact(exc.description)})" if exc.description else ""
+                raise HttpError(f"GET {shown}: not a valid URL{why}") from None
             # The timeout classes first: they are also asyncio.TimeoutError / OSError.
             except aiohttp.ConnectionTimeoutError as exc:
                 raise HttpTimeoutError(
-                    f"GET {url}: no connection within connect_timeout={limits.connect_timeout}s"
+                    f"GET {shown}: no connection within connect_timeout={limits.connect_timeout}s"
                 ) from exc
             except aiohttp.SocketTimeoutError as exc:
                 raise HttpTimeoutError(
-                    f"GET {url}: server silent for longer than read_timeout={limits.read_timeout}s"
+                    f"GET {shown}: server silent for longer than "
+                    f"read_timeout={limits.read_timeout}s"
                 ) from exc
             except TimeoutError as exc:  # = asyncio.TimeoutError; aiohttp's `total` timer
                 raise HttpTimeoutError(
-                    f"GET {url}: not finished within total_timeout={limits.total_timeout}s"
+                    f"GET {shown}: not finished within total_timeout={limits.total_timeout}s"
                 ) from exc
+            # aiohttp takes the user name and password out of the URL before it makes the
+            # request, so the messages of the errors below have no password; they may still
+            # have the query string, hence redact().
             except aiohttp.ClientSSLError as exc:
                 # Somebody answered, but TLS failed: not a "nobody is there" connect error.
-                raise HttpError(f"GET {url}: TLS failed: {exc}") from exc
+                raise HttpError(f"GET {shown}: TLS failed: {redact(str(exc))}") from exc
             except aiohttp.ClientConnectorDNSError as exc:
-                raise HttpConnectError(f"GET {url}: cannot resolve the host name") from exc
+                raise HttpConnectError(f"GET {shown}: cannot resolve the host name") from exc
             except aiohttp.ClientConnectorError as exc:
-                raise HttpConnectError(f"GET {url}: cannot connect: {exc.strerror}") from exc
+                raise HttpConnectError(f"GET {shown}: cannot connect: {exc.strerror}") from exc
             except aiohttp.ClientError as exc:
                 # Everything else aiohttp raises: server disconnected mid-response, broken
                 # payload, ... Keep the aiohttp class name: it is the best hint there is.
-                raise HttpError(f"GET {url}: {type(exc).__name__}: {exc}") from exc
+                raise HttpError(
+                    f"GET {shown}: {type(exc).__name__}: {redact(str(exc))}"
+                ) from exc
 
-    async def _read(self, url: str, response: aiohttp.ClientResponse) -> FetchResult:
+    async def _read(self, shown: str, response: aiohttp.ClientResponse) -> FetchResult:
+        """Read the body of `response`; `shown` is the requested URL, as messages show it."""
         limits = self.limits
         if response.status >= 400:
-            raise _status_error(url, response)
+            raise _status_error(shown, response)
         cap = limits.max_response_bytes
         # Refuse early when the server announces a body that is too big: no need to read
         # a single byte of it.
         if response.content_length is not None and response.content_length > cap:
             response.close()  # the body is still on the wire: drop the connection, don't reuse
             raise ResponseTooLargeError(
-                f"GET {url}: Content-Length {response.content_length} bytes"
+                f"GET {shown}: Content-Length {response.content_length} bytes"
                 f" exceeds max_response_bytes={cap}"
             )
         # A body without Content-Length (chunked) is counted as it arrives. We keep the count
@@ -242,17 +248,51 @@ class HttpClient:
             if size > cap:
                 response.close()
                 raise ResponseTooLargeError(
-                    f"GET {url}: body exceeds max_response_bytes={cap} (stopped reading)"
+                    f"GET {shown}: body exceeds max_response_bytes={cap} (stopped reading)"
                 )
         return FetchResult(status=response.status, size=size, url=str(response.url))
 
 
-def _status_error(url: str, response: aiohttp.ClientResponse) -> HttpStatusError:
-    where = "" if str(response.url) == url else f" (redirected to {response.url})"
+def _status_error(shown: str, response: aiohttp.ClientResponse) -> HttpStatusError:
+    # `response.history` holds the redirects that were followed. (Comparing response.url
+    # with the URL we asked for would see a redirect in every URL with a password: aiohttp
+    # takes the password out of the URL before it sends the request.)
+    where = f" (redirected to {redact(str(response.url))})" if response.history else ""
     error = HttpStatusError(
-        f"GET {url}{where}: server answered {response.status} {response.reason}"
+        f"GET {shown}{where}: server answered {response.status} {response.reason}"
     )
     # The status travels on the error, so a retry policy can treat 404 and 503 differently
     # without parsing the message. (errors.py keeps its classes bare; we attach it here.)
     error.status = response.status
     return error
+
+
+# `user:password@`, as in a URL's authority - found anywhere in the text, so that it works
+# inside a longer message too, and on text that is not a valid URL (an error about a
+# malformed URL must not show its password either). The password ends at the *last* '@'
+# before the path, as urllib and yarl read it: `http://ann:p@ss@host/` is "p@ss" at host.
+_PASSWORD = re.compile(r"(?P<user>[^\s/?#@:'\"]*):(?P<password>[^\s/?#'\"]*)@")
+
+# A query parameter whose name says that its value is a secret: `?token=...`, `&api_key=...`,
+# `&X-Amz-Signature=...`. jobq cannot know what else a server treats as a secret, so other
+# values (`?size=3`, `?latency=0.5`) stay: they are what a reader needs to understand an error.
+_SECRET_PARAMETER = re.compile(
+    r"(?P<name>[?&;][^=&;#\s]*?(?:token|key|secret|passw|pwd|auth|sig|credential|session)"
+    r"[^=&;#\s]*)=(?P<value>[^&;#\s'\"]+)",
+    re.IGNORECASE,
+)
+
+
+def redact(text: str) -> str:
+    """`text` - a URL, or a message with URLs in it - as it may be shown to anyone.
+
+        redact("http://ann:secret@127.0.0.1:8080/x?size=3&token=abc")
+        -> "http://ann:***@127.0.0.1:8080/x?size=3&token=***"
+
+    The password goes, the user name stays (it tells you whose credentials were used). A
+    query value goes if its parameter's name says it is a secret (token, key, secret,
+    password, auth, sig, credential, session). A secret anywhere else - in the path, or in
+    a parameter called `q` - cannot be recognised: send it in the user info or a header.
+    """
+    text = _PASSWORD.sub(r"\g<user>:***@", text)
+    return _SECRET_PARAMETER.sub(r"\g<name>=***", text)

@@ -30,8 +30,8 @@ from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from jobq.errors import require_count
 from jobq.trace import FINAL_KINDS, Event, EventKind, Trace
+from jobq.validation import count as require_count
 
 __all__ = [
     "LatencySummary",

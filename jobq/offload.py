@@ -18,20 +18,33 @@ job on it fails with BrokenProcessPool. We rebuild the pool and report a WorkerC
 for the job, which is retried like any other failure - on a process of its own
 (`isolated=True`), because the pool cannot tell us which job killed it: retried side by side
 on the shared pool, the innocent jobs would die with the guilty one on every retry.
+
+Cancelling the asyncio future of executor work does not stop the work: a thread runs on, a
+process runs on. So a job cut by the drain deadline while it runs in a process has that
+process killed (its pool is rebuilt if more work comes); threads cannot be stopped at all,
+so their job ids are kept in `still_running` for the report to name. And no process jobq
+started outlives `close()`: we keep a list of every pool process and kill whatever has not
+exited after a short grace period (ProcessPoolExecutor alone can leave one behind, and then
+the interpreter hangs at exit joining it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import os
+import pickle
 import signal
+import threading
+from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Literal
+from multiprocessing.process import BaseProcess
+from typing import Any, Literal
 
-from jobq.errors import InvalidConfigError, WorkerCrashedError
-from jobq.work import CpuFunction, check_importable, cpu_work, crash_work
+from jobq.errors import InvalidConfigError, JobFailedError, WorkerCrashedError
+from jobq.work import CpuFunction, check_importable, check_main_guarded, cpu_work, crash_work
 
 __all__ = ["CpuOffload", "ExecutorKind"]
 
@@ -39,20 +52,78 @@ ExecutorKind = Literal["process", "thread", "inline"]
 
 _CONTEXT = multiprocessing.get_context("forkserver")
 
+# How long close() lets pool processes exit on their own before it kills them.
+_EXIT_GRACE_SECONDS = 2.0
+
 
 def _process_pool(workers: int) -> ProcessPoolExecutor:
+    check_main_guarded()  # an unguarded script would run again in every pool process
     # The fork server imports jobq once, and every worker process forked from it starts with
     # jobq imported: a new process (a first pool, a pool rebuilt after a crash, an isolated
     # retry) takes tens of milliseconds instead of a second of importing jobq again. Set here,
     # not at import, so that `import jobq` changes nothing in multiprocessing; it only takes
     # effect if the fork server is not running yet ("__main__" is the default we keep).
     _CONTEXT.set_forkserver_preload(["__main__", "jobq.work"])
+    return ProcessPoolExecutor(workers, mp_context=_CONTEXT, initializer=_child_init)
+
+
+def _child_init() -> None:
+    """Runs first in every pool process."""
     # A terminal's Ctrl-C sends SIGINT to the whole process group, pool processes included.
     # They ignore it: the parent decides what an interrupt means (drain, then cancel), and a
-    # KeyboardInterrupt inside a child would kill its job and break the pool. (signal.signal
-    # is a builtin, so the child can unpickle it as the initializer.)
-    return ProcessPoolExecutor(workers, mp_context=_CONTEXT, initializer=signal.signal,
-                               initargs=(signal.SIGINT, signal.SIG_IGN))
+    # KeyboardInterrupt inside a child would kill its job and break the pool.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # If our program is killed (kill -9) it cannot clean up, and a pool process waiting for
+    # work would wait forever: it holds a writing end of its own call queue, so it never sees
+    # end-of-file, and the fork server - its parent - stays up as long as any of its children
+    # do. What does notice is multiprocessing's "parent sentinel", a pipe whose other end only
+    # our program holds: it reads as closed once our program is gone.
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_exit_with, args=(parent,), name="jobq-orphan-watch",
+                         daemon=True).start()
+
+
+def _exit_with(parent: BaseProcess) -> None:
+    parent.join()  # returns when the parent's sentinel closes
+    os._exit(1)
+
+
+def _call_in_child(function: Callable[..., Any], *args: Any) -> Any:
+    """Run `function(*args)` in a pool process, and make sure its outcome can travel back.
+
+    The pool pickles the return value or the exception and the parent unpickles it. If the
+    *parent* cannot unpickle it (an exception class whose __init__ takes other arguments than
+    it passes to Exception, say), the pool's result thread fails and declares the whole pool
+    broken: every job on it dies. So we try the round trip here, where a failure concerns
+    this job only, and send a plain JobFailedError instead of what cannot travel.
+    """
+    try:
+        value = function(*args)
+    except BaseException as exc:  # SystemExit too: the job's failure
+        problem = _round_trip_problem(exc)
+        if problem is None:
+            raise
+        raise JobFailedError(
+            f"{type(exc).__name__}: {exc} (the original exception cannot be sent back from "
+            f"the worker process: {problem})"
+        ) from None
+    if type(value) not in (int, float, str, bytes, bool, type(None)):
+        problem = _round_trip_problem(value)
+        if problem is not None:
+            raise JobFailedError(
+                f"the result {type(value).__name__} cannot be sent back from the worker "
+                f"process: {problem}"
+            )
+    return value
+
+
+def _round_trip_problem(thing: object) -> str | None:
+    try:
+        pickle.loads(pickle.dumps(thing))
+    except Exception as exc:  # any failure means it cannot travel
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 class CpuOffload:
@@ -77,6 +148,12 @@ class CpuOffload:
         self._pool: Executor | None = kind if isinstance(kind, Executor) else None
         self._owned = not isinstance(kind, Executor)
         self.rebuilds = 0
+        # Every pool process we started and have not seen exit (pid -> process).
+        self._children: dict[int, BaseProcess] = {}
+        # Job ids whose work runs in a thread right now; a cut job stays here until its
+        # thread finishes (threads cannot be stopped). Changed from pool threads: a set's
+        # add/discard are atomic under the GIL.
+        self._in_threads: set[int] = set()
 
     def _uses_processes(self) -> bool:
         return self.kind == "process" or isinstance(self.kind, ProcessPoolExecutor)
@@ -91,7 +168,13 @@ class CpuOffload:
         return self._pool
 
     async def run(
-        self, iterations: int, payload: bytes, *, crash: bool = False, isolated: bool = False
+        self,
+        iterations: int,
+        payload: bytes,
+        *,
+        crash: bool = False,
+        isolated: bool = False,
+        job_id: int = -1,
     ) -> int:
         """Run the work function off the loop. `isolated`: in a one-process pool of its own
         (with processes only), so that if it crashes it takes no other job down with it."""
@@ -100,35 +183,99 @@ class CpuOffload:
             if crash:
                 raise WorkerCrashedError("inline CPU work cannot crash a process (no process)")
             return function(iterations, payload)  # blocks the loop: the lesson of notebook 3
-        alone = isolated and self._uses_processes()
+        processes = self._uses_processes()
+        alone = isolated and processes
         pool = _process_pool(1) if alone else self._executor()
         loop = asyncio.get_running_loop()
         try:
             # run_in_executor (not wrap_future(pool.submit(...))): a virtual clock sees it
             # and holds still until the work is done.
-            return await loop.run_in_executor(pool, function, iterations, payload)
+            if processes:
+                future = loop.run_in_executor(pool, _call_in_child, function, iterations,
+                                              payload)
+                self._track(pool)
+            else:
+                future = loop.run_in_executor(pool, self._in_thread, job_id, function,
+                                              iterations, payload)
+            result: int = await future
+            return result
         except BrokenProcessPool:
             self._rebuild(pool)
             raise WorkerCrashedError(
                 "the worker process died while running this job (the pool was rebuilt)"
             ) from None
+        except asyncio.CancelledError:
+            # Cut (the drain deadline): the work itself would run on. A process can be
+            # stopped - kill the pool it runs in (a shared pool is rebuilt on next use).
+            # A thread cannot: its job id stays in `still_running`.
+            if processes and (alone or pool is self._pool) and self._owned:
+                self._kill(pool)
+                if not alone:
+                    self._pool = None
+                    self.rebuilds += 1
+            raise
         finally:
             if alone:  # its one job has ended (or was cut): let the process go
                 pool.shutdown(wait=False, cancel_futures=True)
 
+    def _in_thread(self, job_id: int, function: CpuFunction, iterations: int,
+                   payload: bytes) -> int:
+        self._in_threads.add(job_id)
+        try:
+            return function(iterations, payload)
+        finally:
+            self._in_threads.discard(job_id)
+
+    @property
+    def still_running(self) -> frozenset[int]:
+        """Ids of jobs whose work is still running in a thread (after a cut: threads cannot
+        be stopped; they end when the work returns)."""
+        return frozenset(self._in_threads)
+
+    def _track(self, pool: Executor) -> None:
+        # ProcessPoolExecutor starts its processes on submit; remember each one, so that we
+        # can make sure it is gone when we are done with it, whatever the pool did.
+        processes: dict[int, BaseProcess] = getattr(pool, "_processes", None) or {}
+        self._children.update(processes)
+
+    def _kill(self, pool: Executor) -> None:
+        # Read the processes first: shutdown() forgets them.
+        processes: dict[int, BaseProcess] = dict(getattr(pool, "_processes", None) or {})
+        self._children.update(processes)
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes.values():
+            with contextlib.suppress(OSError, ValueError):  # already gone, or closed
+                process.kill()
+
     def _rebuild(self, broken: Executor) -> None:
         # Several jobs on the broken pool fail at once; only the first one rebuilds it.
         if self._pool is broken and self._owned:
+            self._track(broken)
             broken.shutdown(wait=False, cancel_futures=True)
             self._pool = None
             self.rebuilds += 1
 
     @property
     def has_pool(self) -> bool:
-        return self._pool is not None and self._owned
+        return (self._pool is not None and self._owned) or bool(self._children)
 
     def close(self) -> None:
-        """Shut our own pool down (an Executor you passed in is yours to close)."""
-        if self._pool is not None and self._owned:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-        self._pool = None
+        """Shut our own pool down (an Executor you passed in is yours to close), and make
+        sure every process we started has exited. Blocks for at most a few seconds; threads
+        still running a cut job are left to finish on their own (see `still_running`)."""
+        pool, self._pool = self._pool, None
+        if pool is not None and self._owned:
+            self._track(pool)
+            # wait=False: a thread running a cut job would make wait=True wait for it.
+            pool.shutdown(wait=False, cancel_futures=True)
+        self._reap()
+
+    def _reap(self) -> None:
+        """Wait a little for each pool process to exit, then kill what is left."""
+        children, self._children = list(self._children.values()), {}
+        for process in children:
+            with contextlib.suppress(OSError, ValueError, AssertionError):
+                process.join(_EXIT_GRACE_SECONDS)
+                if process.is_alive():
+                    process.kill()
+                    process.join(_EXIT_GRACE_SECONDS)

@@ -35,18 +35,17 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
+from jobq import validation as check
 from jobq.accounting import IdSet, Ledger
-from jobq.cancel import CancellationToken
-from jobq.clock import in_virtual_time, is_virtual
+from jobq.cancel import CancellationToken, wake
+from jobq.clock import DEFAULT_DEADLINE, in_virtual_time, is_virtual
 from jobq.collector import Collector
 from jobq.dispatcher import Dispatcher
 from jobq.errors import (
     DuplicateJobError,
-    InvalidConfigError,
     InvalidJobError,
     JobqError,
     PipelineClosedError,
-    require_count,
 )
 from jobq.http import HttpClient, HttpLimits
 from jobq.jobs import CancelReason, Job, JobResult, ResultStatus
@@ -99,6 +98,12 @@ class ShutdownReport:
     lost: int
     drained: bool  # True if everything ended before the drain deadline
     phases: tuple[tuple[str, float], ...] = field(default=())
+    # Jobs cut at the deadline whose work may still be running in a thread: a thread cannot
+    # be stopped (a process can, and is). Their status is final; their thread ends by itself.
+    still_running: tuple[int, ...] = ()
+    # What went wrong with observers (a trace listener that raised, a trace file that could
+    # not be written). They never cost a job its status; they are reported here.
+    observer_errors: tuple[str, ...] = ()
 
     @property
     def cancelled(self) -> int:
@@ -171,11 +176,22 @@ class Pipeline:
         cpu_cost: float | None = None,
         drain_timeout: float | None = None,
     ) -> None:
-        require_count("workers", workers)
-        if cpu_cost is not None and not cpu_cost >= 0:
-            raise InvalidConfigError(f"cpu_cost must be >= 0 seconds per iteration, got {cpu_cost}")
-        if drain_timeout is not None and not drain_timeout >= 0:
-            raise InvalidConfigError(f"drain_timeout must be >= 0 seconds, got {drain_timeout}")
+        # Every setting is checked here, before anything is built (see jobq.validation): a
+        # setting of the wrong type would otherwise fail much later, or quietly do the wrong
+        # thing (`failures="x"` dead-letters every job, `drain_timeout=True` is one second).
+        check.count("Pipeline.workers", workers)
+        check.count("Pipeline.capacity", capacity)
+        check.one_of("Pipeline.executor", executor, ("process", "thread", "inline"), Executor)
+        check.instance("Pipeline.retry", retry, RetryPolicy, allow_none=True)
+        check.instance("Pipeline.failures", failures, FailurePlan, allow_none=True)
+        check.instance("Pipeline.http", http, HttpLimits, allow_none=True)
+        check.instance("Pipeline.trace", trace, bool, Trace)
+        check.flag("Pipeline.keep_results", keep_results)
+        check.flag("Pipeline.progress", progress, allow_none=True)
+        check.count("Pipeline.total", total, minimum=0, allow_none=True)
+        check.function("Pipeline.cpu_function", cpu_function)
+        check.seconds("Pipeline.cpu_cost", cpu_cost, allow_none=True)
+        check.seconds("Pipeline.drain_timeout", drain_timeout, allow_none=True, allow_inf=True)
         self.workers = workers
         self.capacity = capacity
         self.drain_timeout = drain_timeout
@@ -204,13 +220,24 @@ class Pipeline:
         self._dispatcher: Dispatcher | None = None
         self._collector: Collector | None = None
         self._shutdown_task: asyncio.Task[ShutdownReport] | None = None
+        # When the drain ends, in loop time (None: no limit). A later shutdown() call may
+        # move it earlier, never later. The deadline is a timer, and "passed" means the timer
+        # fired - never a comparison of loop times, which asyncio rounds to its clock
+        # resolution (a drain that compared times could wake a hair early, again and again).
+        self._deadline: float | None = None
+        self._deadline_timer: asyncio.TimerHandle | None = None
+        self._deadline_passed = False
+        self._drain_waker: asyncio.Future[None] | None = None  # wakes the drain
         self.report: ShutdownReport | None = None
         self._phases: list[tuple[str, float]] = []
+        # Cancelling the root yourself means "stop now" - from this moment on, even before
+        # the pipeline starts (a signal handler may fire early): intake closes at once.
+        self.token.on_cancel(self._root_cancelled)
 
     # -- starting ---------------------------------------------------------------------------
     def _start(self) -> None:
-        if self._state is not PipelineState.CREATED:
-            return
+        if self._state is not PipelineState.CREATED or self._queue.closed:
+            return  # running already, or closed before it started: nothing to run
         loop = asyncio.get_running_loop()
         self._collector = Collector(
             self.ledger, make_progress(self._progress_enabled, self._total),
@@ -232,12 +259,14 @@ class Pipeline:
         self._collector_task = loop.create_task(self._collector.run(), name="jobq-collector")
         for task in self._tasks:
             task.add_done_callback(self._stage_ended)
-        # Cancelling the root yourself means "stop now": shut down with no drain time.
-        self.token.on_cancel(self._root_cancelled)
         self._state = PipelineState.RUNNING
 
     def _root_cancelled(self) -> None:
-        self._begin_shutdown(0.0, cancel_queued=True)
+        """Token callback: "stop now". Closes intake in this very step; the rest of the
+        shutdown needs a running loop, and a pipeline that never started has no rest."""
+        self._queue.close()
+        if self._state is PipelineState.RUNNING:
+            self._begin_shutdown(0.0, cancel_queued=True)
 
     def _stage_ended(self, task: asyncio.Task[None]) -> None:
         # Stages end on their own only once the root is cancelled. One that ended before
@@ -261,10 +290,15 @@ class Pipeline:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if exc_type is None:
+        if exc_type is None or issubclass(exc_type, Exception):
+            # Leaving the block drains, also when the block raised an error: every job it
+            # submitted was accepted - a promise - and ends as it would have (bounded by
+            # `drain_timeout`); then the error goes on up. (concurrent.futures' `with` does
+            # the same.)
             await self.shutdown()
         else:
-            # The block failed: do not wait for queued work, but still account for it.
+            # Cancelled, KeyboardInterrupt, SystemExit: the caller asked to stop, not to wait.
+            # Stop now - queued jobs never start, running ones are cut - and account for all.
             await self.shutdown(drain_timeout=0.0, cancel_queued=True)
 
     # -- submitting -------------------------------------------------------------------------
@@ -272,10 +306,9 @@ class Pipeline:
         """Refuse what cannot be accepted, before anything is changed."""
         if not isinstance(job, Job):
             raise InvalidJobError(f"submit() takes a Job, got {type(job).__name__} {job!r}")
-        if self._state in (PipelineState.DRAINING, PipelineState.STOPPED):
-            raise PipelineClosedError(
-                f"the pipeline is {self._state.value}; job {job.id} was not accepted"
-            )
+        if self._queue.closed or self._state in (PipelineState.DRAINING, PipelineState.STOPPED):
+            state = "stopping" if self._state is PipelineState.CREATED else self._state.value
+            raise PipelineClosedError(f"the pipeline is {state}; job {job.id} was not accepted")
         if job.id in self._ids:
             raise DuplicateJobError(f"Job.id {job.id} was already submitted to this pipeline")
         self._start()
@@ -386,10 +419,17 @@ class Pipeline:
         drain_timeout: seconds to let queued and running jobs finish (None: the pipeline's
         `drain_timeout`, itself no limit unless set; math.inf: no limit). cancel_queued:
         end queued jobs at once as CANCELLED(never-started) instead of running them.
+
+        A later call while the first is still draining can only make it stricter: a shorter
+        drain_timeout (counted from the later call) moves the deadline earlier, and
+        cancel_queued=True ends the queued jobs at once; a longer one changes nothing.
+        Every call returns the same report.
         """
+        # Checked before anything changes: a refused call leaves the pipeline as it was.
+        check.seconds("Pipeline.shutdown(drain_timeout=...)", drain_timeout, allow_none=True,
+                      allow_inf=True)
+        check.flag("Pipeline.shutdown(cancel_queued=...)", cancel_queued)
         timeout = self.drain_timeout if drain_timeout is None else drain_timeout
-        if timeout is not None and not timeout >= 0:
-            raise InvalidConfigError(f"drain_timeout must be >= 0 seconds, got {timeout}")
         if timeout == math.inf:
             timeout = None
         shutting_down = self._begin_shutdown(timeout, cancel_queued)
@@ -400,18 +440,37 @@ class Pipeline:
         self, drain_timeout: float | None, cancel_queued: bool
     ) -> asyncio.Task[ShutdownReport]:
         """Close intake *now*, in the caller's step - so no submit can slip in between asking
-        for shutdown and the shutdown task starting - and start the rest as a task (once)."""
+        for shutdown and the shutdown task starting - and start the rest as a task (once).
+        A later call may tighten the deadline or cancel the queue (see shutdown())."""
+        loop = asyncio.get_running_loop()
+        self._queue.close()
+        if self._state is PipelineState.RUNNING:
+            self._state = PipelineState.DRAINING
+            self._phase("closing")
+        if cancel_queued and self._state is PipelineState.DRAINING:
+            self._cancel_queued()
+        if drain_timeout is not None:
+            self._tighten_deadline(loop, loop.time() + drain_timeout)
         if self._shutdown_task is None:
-            if self._state is PipelineState.RUNNING:
-                self._state = PipelineState.DRAINING
-                self._phase("closing")
-                self._queue.close()
-                if cancel_queued:
-                    self._cancel_queued()
-            self._shutdown_task = asyncio.get_running_loop().create_task(
-                self._shutdown(drain_timeout), name="jobq-shutdown"
-            )
+            self._shutdown_task = loop.create_task(self._shutdown(), name="jobq-shutdown")
         return self._shutdown_task
+
+    def _tighten_deadline(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        """Move the drain deadline to `when` if that is earlier (never later)."""
+        if self._deadline is not None and when >= self._deadline:
+            return
+        self._deadline = when
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+        if when <= loop.time():  # drain_timeout=0: passed already, no timer to wait for
+            self._deadline_reached()
+        else:
+            self._deadline_timer = loop.call_at(when, self._deadline_reached)
+
+    def _deadline_reached(self) -> None:
+        self._deadline_passed = True
+        if self._drain_waker is not None:
+            wake(self._drain_waker)
 
     def _phase(self, name: str) -> None:
         now = asyncio.get_running_loop().time()
@@ -432,7 +491,7 @@ class Pipeline:
                 cancel_reason=CancelReason.NEVER_STARTED,
             ))
 
-    async def _shutdown(self, drain_timeout: float | None) -> ShutdownReport:
+    async def _shutdown(self) -> ShutdownReport:
         """The phases after "closing" (which _begin_shutdown has done)."""
         if self._state is PipelineState.CREATED:  # never started: nothing to drain
             self._state = PipelineState.STOPPED
@@ -441,7 +500,7 @@ class Pipeline:
             return self.report
         assert self._collector is not None and self._dispatcher is not None
         self._phase("draining")
-        drained = await self._drain(drain_timeout)
+        drained = await self._drain()
         if not drained:
             self._phase("deadline")
         # Drained or not, cancel the tree: idle workers exit, busy ones cut their stage.
@@ -466,28 +525,30 @@ class Pipeline:
                 raise outcome
         return self.report
 
-    async def _drain(self, limit: float | None) -> bool:
-        """Wait for every open job to end, for the root token, or for `limit` seconds."""
+    async def _drain(self) -> bool:
+        """Wait for every open job to end, for the root token, or for the deadline - which a
+        later shutdown() call may move earlier while we wait."""
         assert self._collector is not None
-        if not self.ledger.open:
-            return True
-        if self.token.cancelled or limit == 0:
-            return False
-        drained = asyncio.ensure_future(self._collector.wait_drained())
-        stop = asyncio.ensure_future(self.token.wait_cancelled())
-        try:
-            await asyncio.wait({drained, stop}, timeout=limit,
-                               return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in (drained, stop):
-                waiter.cancel()
+        loop = asyncio.get_running_loop()
+        while self.ledger.open and not self.token.cancelled and not self._deadline_passed:
+            waker = self._drain_waker = loop.create_future()
+            drained = asyncio.ensure_future(self._collector.wait_drained())
+            stop = asyncio.ensure_future(self.token.wait_cancelled())
+            try:
+                await asyncio.wait({drained, stop, waker}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in (drained, stop, waker):
+                    waiter.cancel()
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
         return not self.ledger.open
 
     async def _close_resources(self) -> None:
         if self._http is not None:
             await self._http.aclose()
         if self._offload.has_pool:
-            # Waiting for a process pool to stop blocks; do it off the loop.
+            # Waiting for pool processes to exit blocks (a few seconds at most: close() kills
+            # what does not exit); do it off the loop.
             await asyncio.get_running_loop().run_in_executor(None, self._offload.close)
         assert self._collector is not None
         self._collector.progress.close()
@@ -504,6 +565,8 @@ class Pipeline:
             lost=self.ledger.lost,
             drained=drained,
             phases=tuple(self._phases),
+            still_running=tuple(sorted(self._offload.still_running)),
+            observer_errors=tuple(self.trace.problems()),
         )
 
     def __repr__(self) -> str:
@@ -535,6 +598,7 @@ async def run(
     producers: int = 1,
     virtual_time: bool = False,
     drain_timeout: float | None = None,
+    deadline: float | None = DEFAULT_DEADLINE,
     **options: Any,
 ) -> RunResult:
     """Run `jobs` through a new Pipeline and return everything it produced - one call.
@@ -543,12 +607,18 @@ async def run(
 
     producers: how many producer tasks share the jobs (round-robin); virtual_time: run on
     the virtual clock (in a worker thread when called from a running real loop, such as a
-    notebook cell). Other keyword arguments go to Pipeline.
+    notebook cell); deadline: with virtual_time, the virtual seconds after which the run is
+    cut short with VirtualDeadlineExceeded (default 24 h; None: no deadline) - a run already
+    on a virtual clock keeps the deadline it was started with. Other keyword arguments go
+    to Pipeline.
     """
-    require_count("producers", producers)
+    check.count("jobq.run(producers=...)", producers)
+    check.flag("jobq.run(virtual_time=...)", virtual_time)
+    check.seconds("jobq.run(drain_timeout=...)", drain_timeout, allow_none=True, allow_inf=True)
+    check.seconds("jobq.run(deadline=...)", deadline, allow_none=True)
     if virtual_time and not is_virtual():
         return await in_virtual_time(run(jobs, producers=producers, drain_timeout=drain_timeout,
-                                         **options))
+                                         **options), deadline=deadline)
     job_list = list(jobs)
     options.setdefault("total", len(job_list))
     pipe = Pipeline(drain_timeout=drain_timeout, **options)

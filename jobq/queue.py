@@ -23,8 +23,9 @@ from collections import deque
 from functools import partial
 
 from jobq.cancel import CancellationToken, wake
-from jobq.errors import PipelineClosedError, QueueFullError, require_count
+from jobq.errors import PipelineClosedError, QueueFullError
 from jobq.jobs import Job
+from jobq.validation import count as require_count
 
 __all__ = ["JobQueue"]
 

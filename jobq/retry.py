@@ -14,12 +14,11 @@ never by scheduling order), so a notebook can show retries without randomness.
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
-from jobq.errors import InvalidConfigError
+from jobq import validation as check
 from jobq.jobs import Job
 
 __all__ = ["Attempt", "DeadLetter", "DeadLetterQueue", "FailurePlan", "RetryPolicy"]
@@ -49,25 +48,12 @@ class RetryPolicy:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        def bad(name: str, rule: str) -> InvalidConfigError:
-            return InvalidConfigError(
-                f"RetryPolicy.{name} must be {rule}, got {getattr(self, name)!r}"
-            )
-
-        if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int):
-            raise bad("max_retries", "an int")
-        if self.max_retries < 0:
-            raise bad("max_retries", ">= 0")
-        for name in ("base_delay", "max_delay"):
-            value = getattr(self, name)
-            if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
-                raise bad(name, "a finite number of seconds >= 0")
-        if not isinstance(self.factor, int | float) or not math.isfinite(self.factor) or (
-            self.factor < 1
-        ):
-            raise bad("factor", "a finite number >= 1")
-        if not isinstance(self.jitter, int | float) or not 0 <= self.jitter <= 1:
-            raise bad("jitter", "between 0 and 1")
+        check.count("RetryPolicy.max_retries", self.max_retries, minimum=0)
+        check.seconds("RetryPolicy.base_delay", self.base_delay)
+        check.number("RetryPolicy.factor", self.factor, minimum=1)
+        check.seconds("RetryPolicy.max_delay", self.max_delay)
+        check.number("RetryPolicy.jitter", self.jitter, minimum=0, maximum=1)
+        check.instance("RetryPolicy.seed", self.seed, int)
 
     @property
     def max_attempts(self) -> int:
@@ -100,15 +86,15 @@ class FailurePlan:
     crash: frozenset[int] | set[int] = frozenset()
 
     def __post_init__(self) -> None:
-        if not isinstance(self.fail_rate, int | float) or not 0 <= self.fail_rate <= 1:
-            raise InvalidConfigError(
-                f"FailurePlan.fail_rate must be between 0 and 1, got {self.fail_rate!r}"
-            )
-        for job_id, count in self.fail_first.items():
-            if not isinstance(count, int) or count < 0:
-                raise InvalidConfigError(
-                    f"FailurePlan.fail_first[{job_id}] must be an int >= 0, got {count!r}"
-                )
+        check.instance("FailurePlan.fail_first", self.fail_first, Mapping)
+        for job_id, failures in self.fail_first.items():
+            check.instance("FailurePlan.fail_first key", job_id, int)
+            check.count(f"FailurePlan.fail_first[{job_id}]", failures, minimum=0)
+        check.number("FailurePlan.fail_rate", self.fail_rate, minimum=0, maximum=1)
+        check.instance("FailurePlan.seed", self.seed, int)
+        check.instance("FailurePlan.crash", self.crash, set, frozenset)
+        for job_id in self.crash:
+            check.instance("FailurePlan.crash member", job_id, int)
 
     def fails(self, job_id: int, attempt: int) -> bool:
         """Should attempt number `attempt` (1-based) of `job_id` fail?"""

@@ -23,11 +23,15 @@ default latency for that request):
                           leave out Content-Length (the client only learns the size by reading)
     /flaky/{key}/{k}      the first k requests for `key` answer 500, later ones 200
     /redirect?to=URL      302 to URL (any URL: the client must decide what to follow)
+    /auth/{user}/{pass}   200 only for HTTP Basic credentials user:pass, else 401 - shows that
+                          a URL like http://user:pass@host/ still sends its password
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import math
 import threading
 from collections.abc import Awaitable, Callable
@@ -216,6 +220,7 @@ class LocalServer:
         app.router.add_get("/big/{nbytes}", self._big)
         app.router.add_get("/flaky/{key}/{k}", self._flaky)
         app.router.add_get("/redirect", self._redirect)
+        app.router.add_get("/auth/{user}/{password}", self._auth)
         return app
 
     @web.middleware
@@ -288,6 +293,18 @@ class LocalServer:
         if not target:
             raise web.HTTPBadRequest(text="/redirect needs ?to=URL\n")
         raise web.HTTPFound(location=target)
+
+    async def _auth(self, request: web.Request) -> web.Response:
+        scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
+        try:
+            sent = base64.b64decode(encoded, validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            sent = ""
+        wanted = f"{request.match_info['user']}:{request.match_info['password']}"
+        if scheme.lower() == "basic" and sent == wanted:
+            return web.Response(text="authorized\n")
+        raise web.HTTPUnauthorized(headers={"WWW-Authenticate": 'Basic realm="jobq"'},
+                                   text="wrong or missing credentials\n")
 
 
 def _count(text: str, name: str) -> int:

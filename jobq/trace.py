@@ -6,6 +6,11 @@ what it does as an `Event`, stamped with the loop's time (virtual seconds on a v
 and a sequence number, into one `Trace`. Plots and metrics are both computed from events;
 a trace saved as JSONL and loaded back gives the same plots and the same numbers.
 
+Observers never fail a job. A listener that raises, or a file sink that cannot be written (a
+full disk), is the observer's problem, not the pipeline's: `emit` never raises. A failing
+listener is counted and logged once (logger "jobq.trace"); a failing sink is closed and its
+error kept; `problems()` lists both, and the pipeline's report carries them.
+
 Memory: a trace that keeps its events grows with the job count. For big runs pass
 `keep=False` (and optionally a `path` to stream events to a file as they happen): listeners,
 such as the streaming metrics, still see every event.
@@ -28,8 +33,10 @@ Event kinds and their fields (job, worker, attempt, info, value):
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +97,8 @@ class Event:
 
 Listener = Callable[[Event], None]
 
+_log = logging.getLogger("jobq.trace")
+
 
 class Trace:
     """Events of one run, in the order they happened.
@@ -103,7 +112,13 @@ class Trace:
         self.events: list[Event] = []
         self._listeners: list[Listener] = []
         self._seq = 0
+        self._path = path
         self._file: IO[str] | None = open(path, "w", encoding="utf-8") if path else None  # noqa: SIM115
+        # What went wrong with observers: listener -> (times it raised, its first error),
+        # and the error that stopped the file sink.
+        # (Keyed by id(): a listener need not be hashable.)
+        self._listener_errors: dict[int, tuple[Listener, int, str]] = {}
+        self._sink_error: str | None = None
 
     def subscribe(self, listener: Listener) -> None:
         """Call `listener(event)` for every event from now on (metrics use this)."""
@@ -124,15 +139,54 @@ class Trace:
         if self.keep:
             self.events.append(event)
         if self._file is not None:
-            self._file.write(event.to_json() + "\n")
+            try:
+                self._file.write(event.to_json() + "\n")
+            except Exception as exc:  # a full disk must not stop the pipeline
+                self._sink_failed(exc)
         for listener in self._listeners:
-            listener(event)
+            try:
+                listener(event)
+            except BaseException as exc:  # the listener's problem, not the job's
+                self._listener_failed(listener, exc)
+
+    def _listener_failed(self, listener: Listener, exc: BaseException) -> None:
+        # A listener is user code called in the middle of a stage's bookkeeping: whatever it
+        # raises (even SystemExit) must not unwind the stage, or a job would lose its status.
+        _, count, first = self._listener_errors.get(id(listener), (listener, 0, ""))
+        if count == 0:
+            first = f"{type(exc).__name__}: {exc}"
+            _log.error("trace listener %r raised %s; it stays subscribed, further errors "
+                       "are only counted (Trace.problems())", listener, first,
+                       exc_info=(type(exc), exc, exc.__traceback__))
+        self._listener_errors[id(listener)] = (listener, count + 1, first)
+
+    def _sink_failed(self, exc: Exception) -> None:
+        self._sink_error = f"{type(exc).__name__}: {exc}"
+        _log.error("trace file %s could not be written (%s); the file sink is stopped, the "
+                   "run goes on", self._path, self._sink_error)
+        file, self._file = self._file, None
+        if file is not None:
+            with contextlib.suppress(Exception):  # closing flushes, which fails again
+                file.close()
+
+    def problems(self) -> list[str]:
+        """What went wrong with observers during the run, one line each (empty: nothing)."""
+        lines = [f"trace listener {listener!r} raised {count} time(s), first: {first}"
+                 for listener, count, first in self._listener_errors.values()]
+        if self._sink_error is not None:
+            lines.append(f"trace file {self._path} stopped: {self._sink_error}")
+        return lines
 
     def close(self) -> None:
-        """Flush and close the file sink, if any. Idempotent."""
+        """Flush and close the file sink, if any. Idempotent; never raises (a failure to
+        flush is kept in problems())."""
         if self._file is not None:
-            self._file.close()
-            self._file = None
+            file, self._file = self._file, None
+            try:
+                file.close()
+            except Exception as exc:
+                self._file = file
+                self._sink_failed(exc)
 
     def __len__(self) -> int:
         return len(self.events)

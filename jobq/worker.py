@@ -14,8 +14,11 @@ Cancellation. Each worker has a child token of the dispatcher's. When it is canc
 drain deadline passed), the worker task is cancelled *at the await it is waiting on* - the
 sleep, the request, the backoff pause - and reports the job CANCELLED with the stage it cut:
 INTERRUPTED (an attempt was running) or AWAITING_RETRY (a backoff pause). A CancelledError
-that did not come from our token (someone cancelled the whole pipeline task) is re-raised,
-never swallowed (Python 3.11's wait_for swallowed some - cpython#86296 - so we do not use it).
+that did not come from our token (someone cancelled the whole pipeline task) still ends the
+job once, and is then re-raised, never swallowed (Python 3.11's wait_for swallowed some -
+cpython#86296 - so we do not use it). Exactly one place, the `except CancelledError` in
+`Worker.run`, makes that decision; everything else the job's code raises - even SystemExit -
+is a failed attempt.
 """
 
 from __future__ import annotations
@@ -72,7 +75,13 @@ class Worker:
         self._inbox: asyncio.Future[Job] | None = None
         self._task: asyncio.Task[None] | None = None
         self._cut_by_token = False
-        self.job: Job | None = None  # the job it is running, for statistics and repr
+        # The job in hand and how far it got - exactly what a cut has to report. Kept on the
+        # worker (not in _run_job's locals) so that the one place that handles a cut, in
+        # run(), can report it whichever await the cancellation landed on.
+        self.job: Job | None = None
+        self._attempts: list[Attempt] = []
+        self._first_start: float | None = None
+        self._stage = CancelReason.NEVER_STARTED  # what a cut right now would be called
 
     def can_take(self) -> bool:
         """Is this worker's task alive and waiting for a job? (False once it was killed.)"""
@@ -93,27 +102,35 @@ class Worker:
             while not self.token.cancelled:
                 self._inbox = loop.create_future()
                 try:
-                    job = await self._inbox
+                    self._take(await self._inbox)
+                    result = await self._run_job()
                 except asyncio.CancelledError:
-                    # The dispatcher may have handed us a job in the very step the
-                    # cancellation arrived: then the job is ours and must still end once.
-                    handed = self._inbox.done() and not self._inbox.cancelled()
-                    if not self._own_cancellation():
-                        if handed:  # killed from outside: report the job, then die
-                            job = self._inbox.result()
-                            self._s.deliver(self._cancelled(
-                                job, self._s.ledger.open[job.id], None, 0,
-                                CancelReason.NEVER_STARTED))
-                        raise
-                    if not handed:
-                        return  # idle when the token was cancelled: nothing to report
-                    job = self._inbox.result()  # _run_job sees the token: never-started
-                self.job = job
-                self._s.deliver(await self._run_job(job))
+                    # The ONE place that tells "we cut this job" from "someone cancelled us"
+                    # (as asyncio.timeout's __aexit__ does for its own deadline). Either way
+                    # the job in hand ends exactly once; only a foreign cancellation goes on.
+                    inbox = self._inbox
+                    if self.job is None and inbox.done() and not inbox.cancelled():
+                        self._take(inbox.result())  # handed over in the step the cut came
+                    ours = self._own_cancellation()
+                    if self.job is not None:
+                        self._s.deliver(self._cut_result())
+                        self.job = None
+                        if ours:  # the slot is free (killed from outside, it is gone)
+                            self._on_free(self.slot)
+                    if ours:
+                        return  # our token is cancelled: this worker takes no more jobs
+                    raise
                 self.job = None
+                self._s.deliver(result)
                 self._on_free(self.slot)
         finally:
             remove()
+
+    def _take(self, job: Job) -> None:
+        self.job = job
+        self._attempts = []
+        self._first_start = None
+        self._stage = CancelReason.NEVER_STARTED
 
     def _cut(self) -> None:
         """Token callback: interrupt whatever this worker is awaiting right now."""
@@ -130,68 +147,60 @@ class Worker:
         # uncancel() returns how many cancellations remain: any left came from elsewhere.
         return self._task.uncancel() == 0
 
-    async def _run_job(self, job: Job) -> JobResult:
+    async def _run_job(self) -> JobResult:
+        """Run the job in hand, attempt by attempt. Every exception that the job's own code
+        raises - BaseException included: SystemExit or KeyboardInterrupt from a work function
+        is its failure, not an order to stop the program - is a failed attempt. Only a
+        CancelledError goes up, to the cut handling in run()."""
         s = self._s
+        job = self.job
+        assert job is not None
         loop = asyncio.get_running_loop()
         submitted_at = s.ledger.open[job.id]
-        attempts: list[Attempt] = []
-        first_start: float | None = None
         before = s.earlier_attempts.pop(job.id, 0)
         last = before + s.retry.max_attempts
         for number in range(before + 1, last + 1):
             # Between stages: a cancelled worker starts nothing new.
             if self.token.cancelled:
-                if first_start is None:
-                    return self._cancelled(job, submitted_at, None, 0, CancelReason.NEVER_STARTED)
-                return self._cancelled(job, submitted_at, first_start, len(attempts),
-                                       CancelReason.AWAITING_RETRY, attempts[-1].error)
+                return self._cut_result()
             # After a crash of the shared pool we cannot tell who killed it: every job that was
             # on it failed. Retry such a job on a process of its own, so that a job that keeps
             # crashing cannot take the innocent ones down with it again and again.
-            isolated = bool(attempts) and attempts[-1].error_type == "WorkerCrashedError"
+            isolated = bool(self._attempts) and (
+                self._attempts[-1].error_type == "WorkerCrashedError")
             start = loop.time()
-            first_start = start if first_start is None else first_start
+            first_start = self._first_start = (
+                start if self._first_start is None else self._first_start)
+            self._stage = CancelReason.INTERRUPTED
             s.trace.emit(start, EventKind.STARTED, job.id, self.slot, number)
             try:
                 value = await self._attempt(job, number, isolated)
-            except asyncio.CancelledError:
-                ours = self._own_cancellation()
-                result = self._cancelled(
-                    job, submitted_at, first_start, len(attempts) + 1, CancelReason.INTERRUPTED
-                )
-                if not ours:  # killed from outside: the job still ends once, then we die
-                    s.deliver(result)
-                    raise
-                return result
-            except Exception as exc:  # any failure of the job's own code is a failed attempt
+            except BaseException as exc:  # the job's failure, whatever it is - except:
+                if isinstance(exc, asyncio.CancelledError) and self._task is not None and (
+                    self._task.cancelling()
+                ):
+                    raise  # our task is being cancelled: run() decides by whom
+                # (A CancelledError while nobody cancels our task was raised by the job's
+                # own code - a thread's function, say: a failure like any other.)
                 end = loop.time()
                 error = f"{type(exc).__name__}: {exc}"
-                attempts.append(Attempt(number, start, end, error, type(exc).__name__))
+                self._attempts.append(Attempt(number, start, end, error, type(exc).__name__))
                 s.trace.emit(end, EventKind.ATTEMPT_FAILED, job.id, self.slot, number, error)
                 if number == last:
-                    return self._dead_letter(job, submitted_at, first_start, attempts)
+                    return self._dead_letter(job, submitted_at, first_start)
+                self._stage = CancelReason.AWAITING_RETRY
                 pause = s.retry.delay(number, job.id)
                 s.trace.emit(end, EventKind.RETRY_SCHEDULED, job.id, self.slot, number + 1,
                              None, pause)
-                try:
-                    await asyncio.sleep(pause)
-                except asyncio.CancelledError:
-                    ours = self._own_cancellation()
-                    result = self._cancelled(
-                        job, submitted_at, first_start, len(attempts),
-                        CancelReason.AWAITING_RETRY, error,
-                    )
-                    if not ours:  # killed from outside: the job still ends once, then we die
-                        s.deliver(result)
-                        raise
-                    return result
+                await asyncio.sleep(pause)
             else:
                 end = loop.time()
                 s.trace.emit(end, EventKind.SUCCEEDED, job.id, self.slot, number)
                 return JobResult(
                     job.id, end - first_start, ResultStatus.SUCCEEDED, kind=job.kind,
-                    attempts=len(attempts) + 1, worker=self.slot, submitted_at=submitted_at,
-                    started_at=first_start, finished_at=end, value=value,
+                    attempts=len(self._attempts) + 1, worker=self.slot,
+                    submitted_at=submitted_at, started_at=first_start, finished_at=end,
+                    value=value,
                 )
         raise AssertionError("unreachable: the loop returns on the last attempt")
 
@@ -210,7 +219,7 @@ class Worker:
             else:
                 value = await s.offload.run(
                     kind.iterations, job.payload, crash=s.failures.crashes(job.id),
-                    isolated=isolated,
+                    isolated=isolated, job_id=job.id,
                 )
         else:
             assert isinstance(kind, AsyncIo)
@@ -219,27 +228,27 @@ class Worker:
             raise InjectedFailure(f"the failure plan fails attempt {number} of job {job.id}")
         return value
 
-    def _cancelled(
-        self,
-        job: Job,
-        submitted_at: float,
-        started_at: float | None,
-        attempts: int,
-        reason: CancelReason,
-        error: str | None = None,
-    ) -> JobResult:
+    def _cut_result(self) -> JobResult:
+        """The CANCELLED result of the job in hand, named after the stage it was cut in."""
+        job = self.job
+        assert job is not None
+        reason, attempts = self._stage, len(self._attempts)
+        if reason is CancelReason.INTERRUPTED:
+            attempts += 1  # the attempt that was running counts
+        error = self._attempts[-1].error if reason is CancelReason.AWAITING_RETRY else None
         now = asyncio.get_running_loop().time()
+        started_at = self._first_start
         self._s.trace.emit(now, EventKind.CANCELLED, job.id, self.slot, attempts or None,
                            reason.value)
         return JobResult(
             job.id, 0.0 if started_at is None else now - started_at, ResultStatus.CANCELLED,
-            kind=job.kind, attempts=attempts, worker=self.slot, submitted_at=submitted_at,
-            started_at=started_at, finished_at=now, error=error, cancel_reason=reason,
+            kind=job.kind, attempts=attempts, worker=self.slot,
+            submitted_at=self._s.ledger.open[job.id], started_at=started_at, finished_at=now,
+            error=error, cancel_reason=reason,
         )
 
-    def _dead_letter(
-        self, job: Job, submitted_at: float, started_at: float, attempts: list[Attempt]
-    ) -> JobResult:
+    def _dead_letter(self, job: Job, submitted_at: float, started_at: float) -> JobResult:
+        attempts = self._attempts
         last = attempts[-1]
         self._s.dead_letters.add(DeadLetter(job, tuple(attempts)))
         self._s.trace.emit(last.ended_at, EventKind.DEAD_LETTERED, job.id, self.slot,

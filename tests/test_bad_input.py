@@ -12,6 +12,7 @@ import math
 import re
 import socket
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
@@ -34,6 +35,7 @@ from jobq import (
     ResponseTooLargeError,
     ResultStatus,
     RetryPolicy,
+    Trace,
 )
 from jobq.testing import LocalServer
 
@@ -173,6 +175,230 @@ def test_duplicate_id_and_submit_after_shutdown_are_refused() -> None:
         assert ids == [0, 1, 2]  # refused jobs left no trace of acceptance
 
     jobq.run_virtual(main(), deadline=60)
+
+
+# -- settings of the wrong type or out of range (one table, every public setting) ------------
+
+
+def _setting(owner: str, make: Callable[..., object], setting: str, value: object,
+             shown: str | None = None) -> tuple[str, Callable[[], object], list[str]]:
+    """A row: building `make(setting=value)` must be refused naming `owner.setting` and
+    showing the value (its repr, unless `shown` says what part of it to look for)."""
+    label = f"{owner}{setting}={value!r:.20}"
+    return (label, lambda: make(**{setting: value}), [owner + setting, shown or repr(value)])
+
+
+def _run_with(**settings: object) -> object:
+    return jobq.run([Job(1, b"", Delayed(0.1))], **settings)  # type: ignore[arg-type]
+
+
+P, R, F, H = "Pipeline.", "RetryPolicy.", "FailurePlan.", "HttpLimits."
+BAD_SETTINGS: list[tuple[str, Callable[[], object], list[str]]] = [
+    # Pipeline: counts
+    _setting(P, Pipeline, "workers", True),
+    _setting(P, Pipeline, "workers", 0),
+    _setting(P, Pipeline, "workers", "4"),
+    _setting(P, Pipeline, "capacity", 2.5),
+    _setting(P, Pipeline, "capacity", None),
+    _setting(P, Pipeline, "total", -5),
+    _setting(P, Pipeline, "total", True),
+    _setting(P, Pipeline, "total", "10"),
+    # Pipeline: where CPU work runs and what it runs
+    _setting(P, Pipeline, "executor", None),
+    _setting(P, Pipeline, "executor", 42),
+    _setting(P, Pipeline, "executor", "gpu"),
+    _setting(P, Pipeline, "executor", ThreadPoolExecutor, "ThreadPoolExecutor"),  # the class
+    _setting(P, Pipeline, "cpu_function", None),
+    _setting(P, Pipeline, "cpu_function", "cpu_work"),
+    _setting(P, Pipeline, "cpu_cost", math.inf),
+    _setting(P, Pipeline, "cpu_cost", math.nan),
+    _setting(P, Pipeline, "cpu_cost", -0.5),
+    _setting(P, Pipeline, "cpu_cost", True),
+    _setting(P, Pipeline, "cpu_cost", "0.1"),
+    # Pipeline: policies, which were silently misused before
+    _setting(P, Pipeline, "retry", 3),
+    _setting(P, Pipeline, "retry", {"max_retries": 3}),
+    _setting(P, Pipeline, "retry", RetryPolicy, "RetryPolicy"),  # the class, not an instance
+    _setting(P, Pipeline, "failures", "x"),
+    _setting(P, Pipeline, "failures", {3: 2}),
+    _setting(P, Pipeline, "http", {"read_timeout": 1.0}),
+    _setting(P, Pipeline, "http", 5.0),
+    # Pipeline: switches
+    _setting(P, Pipeline, "trace", "yes"),
+    _setting(P, Pipeline, "trace", None),
+    _setting(P, Pipeline, "trace", 1),
+    _setting(P, Pipeline, "keep_results", "no"),
+    _setting(P, Pipeline, "keep_results", None),
+    _setting(P, Pipeline, "progress", "auto"),
+    _setting(P, Pipeline, "progress", 1),
+    # Pipeline: the drain deadline (math.inf is allowed: no limit)
+    _setting(P, Pipeline, "drain_timeout", "5"),
+    _setting(P, Pipeline, "drain_timeout", True),
+    _setting(P, Pipeline, "drain_timeout", math.nan),
+    _setting(P, Pipeline, "drain_timeout", -math.inf),
+    _setting(P, Pipeline, "drain_timeout", 10**400, "1000"),
+    # RetryPolicy
+    _setting(R, RetryPolicy, "max_retries", True),
+    _setting(R, RetryPolicy, "max_retries", "3"),
+    _setting(R, RetryPolicy, "max_retries", None),
+    _setting(R, RetryPolicy, "base_delay", True),
+    _setting(R, RetryPolicy, "base_delay", "0.1"),
+    _setting(R, RetryPolicy, "factor", "2"),
+    _setting(R, RetryPolicy, "factor", math.nan),
+    _setting(R, RetryPolicy, "factor", math.inf),
+    _setting(R, RetryPolicy, "factor", True),
+    _setting(R, RetryPolicy, "max_delay", None),
+    _setting(R, RetryPolicy, "max_delay", -1),
+    _setting(R, RetryPolicy, "jitter", "0.5"),
+    _setting(R, RetryPolicy, "jitter", -0.1),
+    _setting(R, RetryPolicy, "jitter", True),
+    _setting(R, RetryPolicy, "seed", "1"),
+    _setting(R, RetryPolicy, "seed", 1.5),
+    _setting(R, RetryPolicy, "seed", True),
+    # FailurePlan
+    _setting(F, FailurePlan, "fail_first", [3]),
+    _setting(F, FailurePlan, "fail_first", None),
+    _setting(F, FailurePlan, "fail_first", {"3": 1}, "'3'"),
+    _setting(F, FailurePlan, "fail_first", {True: 1}, "True"),
+    _setting(F, FailurePlan, "fail_first", {3: 1.5}, "1.5"),
+    _setting(F, FailurePlan, "fail_first", {3: True}, "True"),
+    _setting(F, FailurePlan, "fail_rate", "0.1"),
+    _setting(F, FailurePlan, "fail_rate", True),
+    _setting(F, FailurePlan, "fail_rate", -0.1),
+    _setting(F, FailurePlan, "seed", "x"),
+    _setting(F, FailurePlan, "seed", None),
+    _setting(F, FailurePlan, "seed", True),
+    _setting(F, FailurePlan, "crash", 7),
+    _setting(F, FailurePlan, "crash", [7]),
+    _setting(F, FailurePlan, "crash", {"7"}, "'7'"),
+    _setting(F, FailurePlan, "crash", {7.0}, "7.0"),
+    _setting(F, FailurePlan, "crash", frozenset({False}), "False"),
+    # HttpLimits
+    _setting(H, HttpLimits, "connect_timeout", "5"),
+    _setting(H, HttpLimits, "read_timeout", None),
+    _setting(H, HttpLimits, "total_timeout", -1.0),
+    _setting(H, HttpLimits, "max_response_bytes", 1.5),
+    _setting(H, HttpLimits, "max_response_bytes", True),
+    _setting(H, HttpLimits, "max_response_bytes", "1000"),
+    _setting(H, HttpLimits, "max_redirects", None),
+    _setting(H, HttpLimits, "max_redirects", True),
+    # jobq.run: its own settings, and Pipeline's passed through it
+    _setting("jobq.run(", _run_with, "producers", True),
+    _setting("jobq.run(", _run_with, "producers", "2"),
+    _setting("jobq.run(", _run_with, "virtual_time", "yes"),
+    _setting("jobq.run(", _run_with, "virtual_time", 1),
+    _setting("jobq.run(", _run_with, "virtual_time", None),
+    _setting("jobq.run(", _run_with, "drain_timeout", "5"),
+    _setting("jobq.run(", _run_with, "drain_timeout", True),
+    _setting("jobq.run(", _run_with, "deadline", "5"),
+    _setting("jobq.run(", _run_with, "deadline", -1),
+    _setting("jobq.run(", _run_with, "deadline", math.nan),
+    _setting("jobq.run(", _run_with, "deadline", True),
+    _setting("jobq.run(", _run_with, "deadline", math.inf),  # None says "no limit"
+    _setting(P, _run_with, "retry", 3),
+    _setting(P, _run_with, "failures", "x"),
+]
+
+
+@pytest.mark.parametrize(("name", "bad", "words"), BAD_SETTINGS, ids=[c[0] for c in BAD_SETTINGS])
+def test_a_bad_setting_is_refused_by_name_and_value_and_accepted_jobs_finish(
+    name: str, bad: Callable[[], object], words: list[str]
+) -> None:
+    jobq.run_virtual(_with_good_jobs_around(bad, InvalidConfigError, words), deadline=60)
+
+
+def test_good_settings_of_every_kind_are_accepted() -> None:
+    """The checks refuse what is wrong, not what is merely unusual."""
+    with ThreadPoolExecutor(1) as pool:
+        for settings in [
+            {"executor": pool}, {"executor": "thread"}, {"trace": Trace(keep=False)},
+            {"trace": False}, {"progress": None}, {"total": 0}, {"cpu_cost": 0},
+            {"cpu_cost": 1e-9}, {"drain_timeout": math.inf}, {"drain_timeout": 0},
+            {"retry": RetryPolicy(max_retries=0, factor=1, jitter=1)},
+            {"failures": FailurePlan(fail_first={1: 0}, crash={-1}, fail_rate=1)},
+            {"http": HttpLimits(max_redirects=0)}, {"cpu_function": len},
+        ]:
+            Pipeline(**settings)  # type: ignore[arg-type]
+    assert FailurePlan(crash=frozenset({7})).crashes(7)
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("drain_timeout", "5"),
+        ("drain_timeout", True),  # before: accepted, as a drain of 1 second
+        ("drain_timeout", math.nan),
+        ("drain_timeout", -1),
+        ("cancel_queued", "yes"),  # before: truthy, so the queue was cancelled
+        ("cancel_queued", None),
+    ],
+)
+def test_a_refused_shutdown_loses_nothing_and_the_pipeline_still_shuts_down(
+    setting: str, value: object
+) -> None:
+    async def main() -> None:
+        pipe = Pipeline(workers=1, capacity=5, executor="inline")
+        async with pipe:
+            for job in [Job(i, b"", Delayed(5)) for i in range(3)]:
+                await pipe.submit(job)
+            with pytest.raises(InvalidConfigError) as caught:
+                await pipe.shutdown(**{setting: value})  # type: ignore[arg-type]
+            message = str(caught.value)
+            assert f"Pipeline.shutdown({setting}=" in message and repr(value) in message, message
+            assert pipe.state is jobq.PipelineState.RUNNING  # refused before anything changed
+            await pipe.submit(Job(3, b"after", Delayed(1)))  # still accepting
+        report = pipe.report
+        assert report is not None
+        assert (report.submitted, report.succeeded, report.lost, report.drained) == (4, 4, 0, True)
+
+    jobq.run_virtual(main(), deadline=600)
+
+
+# -- the virtual deadline of jobq.run ---------------------------------------------------------
+
+TEN_HOURS = 10 * 3600.0
+
+
+def _thirty_hours() -> list[Job]:
+    """Three jobs of 10 virtual hours, one after another: 30 hours, past the 24 h default."""
+    return [Job(i, b"", Delayed(TEN_HOURS)) for i in range(3)]
+
+
+async def test_run_past_24_virtual_hours_names_its_deadline_and_how_to_change_it() -> None:
+    with pytest.raises(jobq.VirtualDeadlineExceeded) as caught:
+        await jobq.run(_thirty_hours(), workers=1, executor="inline", virtual_time=True)
+    message = str(caught.value)
+    for words in ("virtual deadline of 86400 s (24 h)", "deadline=", "jobq.run", "None"):
+        assert words in message, message
+
+
+@pytest.mark.parametrize("deadline", [2 * 86_400.0, None])
+async def test_run_with_a_longer_deadline_or_none_finishes_past_24_virtual_hours(
+    deadline: float | None,
+) -> None:
+    result = await jobq.run(_thirty_hours(), workers=1, executor="inline", virtual_time=True,
+                            deadline=deadline)
+    assert (result.report.succeeded, result.report.lost) == (3, 0)
+    assert max(r.finished_at for r in result.results) == 3 * TEN_HOURS
+
+
+# -- delays too big for a float ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("delay", [10**400, -(10**400), 10**5000],
+                         ids=["1e400", "-1e400", "1e5000"])
+def test_a_delay_too_big_for_a_float_is_refused_as_bad_input(delay: int) -> None:
+    with pytest.raises(InvalidJobError, match=r"Delayed\.delay") as caught:
+        Delayed(delay)
+    assert "digits" in str(caught.value)  # the value is shown, shortened
+
+
+def test_huge_finite_delays_are_accepted_like_any_finite_delay() -> None:
+    assert Delayed(1e300).delay == 1e300
+    assert Delayed(10**300).delay == 1e300
+    assert Delayed(timedelta.max).delay == timedelta.max.total_seconds()
+    with pytest.raises(InvalidJobError, match=r"Delayed\.delay must be >= 0"):
+        Delayed(timedelta.min)
 
 
 # -- AsyncIo jobs against a real local server ----------------------------------------------

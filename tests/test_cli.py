@@ -15,13 +15,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
 import pytest
 
-from jobq import Trace, metrics_from_trace
+from jobq import EventKind, Trace, metrics_from_trace
 from jobq.cli import format_table, main, parse_mix
 from jobq.offload import CpuOffload
 
@@ -64,7 +64,7 @@ def test_run_help_lists_options_with_defaults(capsys: pytest.CaptureFixture[str]
                    "--no-progress", "--bounded-memory"):
         assert option in out
     assert "(default: 200)" in out and "(default: cpu=0.3,io=0.3,delay=0.4)" in out
-    assert "4 internal error" in out
+    assert "4 internal error" in out and "5 output could not be written" in out
 
 
 @pytest.mark.parametrize(
@@ -322,3 +322,216 @@ def test_ctrl_c_in_a_terminal_with_a_process_pool(start: Start) -> None:
     os.killpg(run.proc.pid, signal.SIGINT)
     code, rows = run.finish()
     _assert_drained(code, rows, run.stderr)
+
+
+# -- keeping its word whatever happens around the process -------------------------------
+# Signals at awkward moments, a reader that has gone, a closed stderr, a path that cannot be
+# written. Each drill is a real program receiving a real signal or a real broken pipe.
+
+FINAL = (EventKind.SUCCEEDED, EventKind.DEAD_LETTERED, EventKind.CANCELLED)
+
+
+def _jobs_in(trace: Path) -> int:
+    """How many jobs ended in the trace file (each has exactly one final event)."""
+    return len(Trace.from_jsonl(trace).of_kind(*FINAL))
+
+
+# Runs the command with one function wrapped so that its Nth call first sends it signals:
+# signals at an exact point of start-up, of the run or of the output, which no test
+# could time from outside. Each is sent to this very thread, so it is delivered before
+# pthread_kill returns - one delivery each (two SIGINTs pending at once would merge).
+SIGNAL_INSIDE = """
+import importlib, signal, sys, threading
+module, _, path = sys.argv[1].partition(":")
+owner = importlib.import_module(module)
+*attributes, name = path.split(".")
+for attribute in attributes:
+    owner = getattr(owner, attribute)
+real, signums, on_call = getattr(owner, name), sys.argv[2].split(","), int(sys.argv[3])
+calls = 0
+
+def signalled(*args, **kwargs):
+    global calls
+    calls += 1
+    if calls == on_call:
+        for signum in signums:
+            signal.pthread_kill(threading.get_ident(), int(signum))
+    return real(*args, **kwargs)
+
+setattr(owner, name, signalled)
+from jobq.cli import main
+raise SystemExit(main(sys.argv[4:]))
+"""
+
+
+def _signal_inside(
+    target: str, signals: Sequence[signal.Signals], *argv: str, on_call: int = 1
+) -> subprocess.CompletedProcess[str]:
+    """`jobq run --no-progress *argv` in a subprocess, receiving `signals` back to back as
+    `target` ("module:attribute.path") is called for the `on_call`-th time."""
+    return subprocess.run(
+        [sys.executable, "-c", SIGNAL_INSIDE, target, ",".join(str(int(s)) for s in signals),
+         str(on_call), "run", "--no-progress", *argv],
+        capture_output=True, text=True, timeout=EXIT_TIMEOUT,
+    )
+
+
+@pytest.mark.parametrize(
+    "signals",
+    [(signal.SIGTERM, signal.SIGINT), (signal.SIGINT, signal.SIGINT, signal.SIGINT)],
+    ids=["SIGTERM-then-SIGINT", "three-SIGINTs"],
+)
+def test_signals_back_to_back_still_report_write_the_trace_and_exit_3(
+    tmp_path: Path, signals: tuple[signal.Signals, ...]
+) -> None:
+    # All of them arrive while jobs run and before the loop could act on the first (they
+    # come inside one call of Trace.emit, the 20th): the worst case for "a second signal
+    # before the first has stopped the producer". Long delays and a long drain deadline:
+    # only the second signal can end this quickly.
+    trace = tmp_path / "run.jsonl"
+    done = _signal_inside("jobq.trace:Trace.emit", signals, "--jobs", "100", "--mix", "delay=1",
+                          "--max-delay", "20", "--drain-timeout", "60", "--fail-rate", "0",
+                          "--trace", str(trace), on_call=20)
+    assert done.returncode == 3, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "cancelling the jobs still running" in done.stderr  # the second one was heard
+    rows = table(done.stdout)
+    assert rows["lost"] == "0" and int(rows["cancelled: interrupted"]) > 0, done.stderr
+    assert _jobs_in(trace) == int(rows["submitted"])
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
+def test_a_signal_during_start_up_stops_before_any_job_and_still_reports(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    # io jobs: the command starts its LocalServer, and the signal comes as it does - before
+    # the run (and its loop's signal handling) exists.
+    trace = tmp_path / "run.jsonl"
+    done = _signal_inside("jobq.testing:LocalServer.start", [sig], "--jobs", "40",
+                          "--mix", "io=0.5,delay=0.5", "--executor", "thread",
+                          "--virtual-time", "--trace", str(trace))
+    assert done.returncode == 3, done.stderr
+    assert "Traceback" not in done.stderr
+    assert f"{sig.name}: stopping" in done.stderr
+    rows = table(done.stdout)
+    assert rows["submitted"] == "0" and rows["lost"] == "0", done.stderr
+    assert _jobs_in(trace) == 0
+
+
+def test_a_signal_while_the_dashboard_is_drawn_still_writes_everything_and_exits_3(
+    tmp_path: Path,
+) -> None:
+    trace, plot = tmp_path / "run.jsonl", tmp_path / "run.png"
+    done = _signal_inside("jobq.plotting:plot_dashboard", [signal.SIGINT], *SMALL[1:],
+                          "--executor", "thread", "--trace", str(trace), "--plot", str(plot))
+    assert done.returncode == 3, done.stderr
+    assert "Traceback" not in done.stderr
+    rows = table(done.stdout)
+    assert rows["submitted"] == "40" and rows["lost"] == "0", done.stderr
+    assert _jobs_in(trace) == 40
+    assert plot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_a_stdout_nobody_reads_still_gets_the_files_written_and_exits_5(tmp_path: Path) -> None:
+    trace, plot = tmp_path / "run.jsonl", tmp_path / "run.png"
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader has gone, as `| head -1` goes once it has its line
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "jobq", *SMALL, "--executor", "thread",
+             "--trace", str(trace), "--plot", str(plot)],
+            stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=EXIT_TIMEOUT,
+        )
+    finally:
+        os.close(write_end)
+    assert done.returncode == 5, done.stderr
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr
+    assert "summary could not be written to stdout" in done.stderr
+    assert _jobs_in(trace) == 40
+    assert plot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+@pytest.mark.parametrize("stderr", ["closed", "broken"])
+def test_a_closed_or_broken_stderr_costs_only_the_status_lines(
+    tmp_path: Path, stderr: str
+) -> None:
+    # With the progress bar (no --no-progress): it draws on stderr too.
+    trace = tmp_path / "run.jsonl"
+    command = [sys.executable, "-m", "jobq", "run", "--jobs", "40", "--mix", "delay=1",
+               "--virtual-time", "--executor", "thread", "--max-delay", "0.05",
+               "--fail-rate", "0", "--trace", str(trace)]
+    if stderr == "closed":  # `2>&-`, as cron may start a command
+        done = subprocess.run(["sh", "-c", 'exec "$@" 2>&-', "sh", *command],
+                              stdout=subprocess.PIPE, text=True, timeout=EXIT_TIMEOUT)
+    else:  # a reader that has gone
+        read_end, write_end = os.pipe()
+        os.close(read_end)
+        try:
+            done = subprocess.run(command, stdout=subprocess.PIPE, stderr=write_end, text=True,
+                                  timeout=EXIT_TIMEOUT)
+        finally:
+            os.close(write_end)
+    rows = table(done.stdout)
+    assert done.returncode == 0, done.stdout
+    assert rows["succeeded"] == "40" and rows["lost"] == "0"
+    assert "jobq:" not in done.stdout  # status lines never land on stdout instead
+    assert _jobs_in(trace) == 40
+
+
+@pytest.mark.parametrize(
+    ("option", "where", "why"),
+    [
+        ("--trace", "{file}/run.jsonl", "Not a directory"),  # under a regular file
+        ("--trace", "{dir}", "is a directory"),
+        ("--trace", "{dir}/no/such/run.jsonl", "does not exist"),
+        ("--trace", "/proc/jobq-run.jsonl", "cannot write"),  # root may not write there
+        ("--plot", "{file}/run.png", "Not a directory"),
+        ("--plot", "/proc/jobq-run.png", "cannot write"),
+        ("--plot", "{dir}/run.xyz", ".png"),  # names the formats matplotlib can write
+        ("--plot", "{dir}/run", ".png"),
+    ],
+)
+def test_an_output_path_that_cannot_be_written_is_refused_before_any_job_runs(
+    option: str, where: str, why: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    path = where.format(file=a_file, dir=tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        main([*SMALL, "--executor", "thread", option, path])
+    assert exit_.value.code == 2
+    out, err = capsys.readouterr()
+    assert f"argument {option}" in err and repr(path) in err and why in err, err
+    assert out == "" and "started:" not in err
+    assert not Path(path).is_file()  # the check left nothing behind
+
+
+def test_checking_an_output_path_changes_nothing_there(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    new, old = tmp_path / "new.jsonl", tmp_path / "old.png"
+    old.write_text("keep me")
+    with pytest.raises(SystemExit):  # refused for --jobs, after both paths were checked
+        main(["run", "--trace", str(new), "--plot", str(old), "--jobs", "0"])
+    assert not new.exists() and old.read_text() == "keep me"
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+@pytest.mark.parametrize(
+    ("option", "extra"),
+    [("--trace", []), ("--trace", ["--bounded-memory"]), ("--plot", [])],
+)
+def test_a_full_disk_at_write_time_keeps_the_report_and_exits_5(
+    option: str, extra: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    full = tmp_path / "full.png"  # --plot needs an image extension: a link to /dev/full
+    full.symlink_to("/dev/full")
+    path = "/dev/full" if option == "--trace" else str(full)
+    code = main([*SMALL, "--executor", "thread", *extra, option, path])
+    out, err = capsys.readouterr()
+    rows = table(out)
+    assert rows["submitted"] == "40" and rows["lost"] == "0"  # the report is not lost
+    assert "Traceback" not in err
+    failures = [line for line in err.splitlines() if "No space left on device" in line]
+    assert len(failures) == 1 and option in failures[0] and path in failures[0], err
+    assert code == 5, err

@@ -18,6 +18,7 @@ import asyncio
 import os
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from hypothesis import HealthCheck, given, settings
@@ -38,8 +39,9 @@ from jobq import (
     RetryPolicy,
 )
 from jobq.testing import LocalServer
-from jobq.trace import FINAL_KINDS, EventKind
+from jobq.trace import FINAL_KINDS, Event, EventKind
 
+from . import workfns
 from .helpers import max_concurrency
 
 settings.register_profile("default", max_examples=150, deadline=None)
@@ -59,13 +61,15 @@ class Scenario:
     workers: int
     capacity: int
     producers: int
-    cpu_cost: float
+    cpu_cost: float | None  # None: CpuBound jobs run workfns.hostile inline
     stop_at: float  # virtual seconds after the start
+    listener: str  # "none", or how a trace listener of the user's misbehaves (see _listener)
     stop: str  # "shutdown" or "root" (the root token cancelled directly)
     drain_timeout: float | None
     cancel_queued: bool
 
 
+_HOSTILE = [b"exit", b"interrupt", b"cancelled"]
 _delays = st.one_of(st.just(0.0), st.floats(0.0, 5.0, allow_nan=False, allow_infinity=False))
 
 
@@ -79,7 +83,10 @@ def job_lists(draw: st.DrawFn, max_jobs: int = 30) -> list[Job]:
             kind: Delayed | CpuBound = Delayed(draw(_delays))
         else:
             kind = CpuBound(draw(st.integers(0, 3000)))
-        jobs.append(Job(job_id, draw(st.binary(max_size=4)), kind))
+        # Some payloads make workfns.hostile raise SystemExit, KeyboardInterrupt or
+        # CancelledError from the job's own code: failed attempts, like any exception.
+        payload = draw(st.one_of(st.binary(max_size=4), st.sampled_from(_HOSTILE)))
+        jobs.append(Job(job_id, payload, kind))
     return jobs
 
 
@@ -114,12 +121,30 @@ def scenarios(draw: st.DrawFn) -> Scenario:
         workers=draw(st.integers(1, 8)),
         capacity=draw(st.integers(1, 20)),
         producers=draw(st.integers(1, 4)),
-        cpu_cost=draw(st.sampled_from([0.0, 0.0005, 0.002])),
+        cpu_cost=draw(st.sampled_from([None, 0.0, 0.0005, 0.002])),
         stop_at=draw(st.one_of(st.just(0.0), st.floats(0.0, 20.0))),
         stop=draw(st.sampled_from(["shutdown", "shutdown", "root"])),
         drain_timeout=draw(st.one_of(st.none(), st.just(0.0), st.floats(0.0, 10.0))),
         cancel_queued=draw(st.booleans()),
+        listener=draw(st.sampled_from(["none", "none", "raises", "exits", "every-7th"])),
     )
+
+
+def _listener(how: str) -> Callable[[Event], None]:
+    """A trace listener of the user's that fails: observers must never cost a job."""
+    seen = 0
+
+    def listener(event: Event) -> None:
+        nonlocal seen
+        seen += 1
+        if how == "raises":
+            raise ValueError(f"listener bug at {event.kind}")
+        if how == "exits":
+            raise SystemExit(1)
+        if how == "every-7th" and seen % 7 == 0:
+            raise KeyboardInterrupt
+
+    return listener
 
 
 @dataclass
@@ -134,7 +159,10 @@ class Outcome:
 async def _run(sc: Scenario, *, executor: str = "inline", http: HttpLimits | None = None,
                ) -> Outcome:
     pipe = Pipeline(workers=sc.workers, capacity=sc.capacity, executor=executor,  # type: ignore[arg-type]
-                    retry=sc.retry, failures=sc.failures, cpu_cost=sc.cpu_cost, http=http)
+                    retry=sc.retry, failures=sc.failures, cpu_cost=sc.cpu_cost, http=http,
+                    cpu_function=workfns.hostile)
+    if sc.listener != "none":
+        pipe.trace.subscribe(_listener(sc.listener))
     await pipe.__aenter__()
     accepted: list[int] = []
     refused: list[int] = []
@@ -222,6 +250,10 @@ def check_accounting(sc: Scenario, out: Outcome) -> None:
     for letter in pipe.dead_letters:
         assert len(letter.attempts) == sc.retry.max_attempts
         assert all(a.error for a in letter.attempts)
+
+    # A failing listener is reported, never silently dropped.
+    if sc.listener in ("raises", "exits") and accepted:
+        assert len(report.observer_errors) == 1, report.observer_errors
 
     # A drain with no limit and no cut ends with every accepted job run to its end.
     if sc.stop == "shutdown" and sc.drain_timeout is None and not sc.cancel_queued:

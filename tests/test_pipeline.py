@@ -324,7 +324,9 @@ async def test_statistics_and_repr_show_the_state() -> None:
 
 
 @pytest.mark.virtual_time
-async def test_an_error_in_the_block_still_accounts_for_every_job() -> None:
+async def test_an_error_in_the_block_drains_what_was_accepted_then_raises() -> None:
+    # Accepted jobs are a promise: an error in the producer's code does not break it. The
+    # block drains as it would on a normal exit, then the error goes on up.
     pipe = Pipeline(workers=1, capacity=5, executor="inline")
     with pytest.raises(ZeroDivisionError):
         async with pipe:
@@ -333,12 +335,36 @@ async def test_an_error_in_the_block_still_accounts_for_every_job() -> None:
             await asyncio.sleep(0.5)
             1 / 0  # noqa: B018
     assert pipe.report is not None
+    assert (pipe.report.succeeded, pipe.report.cancelled, pipe.report.lost) == (4, 0, 0)
+    assert asyncio.get_running_loop().time() == 4.0  # it waited for the four jobs
+
+
+@pytest.mark.virtual_time
+async def test_a_cancelled_block_stops_now_and_accounts_for_every_job() -> None:
+    # Cancelled (Ctrl-C in asyncio.run, a task cancelled): the caller asked to stop, not to
+    # wait - the running job is cut, the queued ones never start.
+    pipe = Pipeline(workers=1, capacity=5, executor="inline")
+
+    async def producer() -> None:
+        async with pipe:
+            for job in delayed_jobs([1.0] * 4):
+                await pipe.submit(job)
+            await asyncio.sleep(3600)
+
+    task = asyncio.create_task(producer())
+    await asyncio.sleep(0.5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert pipe.report is not None
     assert (pipe.report.cancelled_interrupted, pipe.report.cancelled_never_started) == (1, 3)
     assert pipe.report.lost == 0
+    assert asyncio.get_running_loop().time() == 0.5
 
 
 def test_public_api_is_pinned() -> None:
     assert sorted(jobq.__all__) == jobq.__all__
     assert all(hasattr(jobq, name) for name in jobq.__all__)
     assert {"Pipeline", "Job", "CancellationToken", "run", "run_virtual",
-            "in_virtual_time", "RetryPolicy", "DeadLetterQueue", "Trace"} <= set(jobq.__all__)
+            "in_virtual_time", "RetryPolicy", "DeadLetterQueue", "Trace",
+            "UnguardedMainError"} <= set(jobq.__all__)

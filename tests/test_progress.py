@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import io
+import sys
 
 import pytest
 
@@ -50,3 +52,64 @@ async def test_pipeline_advances_the_bar_once_per_job(monkeypatch: pytest.Monkey
     result = await jobq.run(delayed_jobs([0.5] * 12), workers=3, executor="inline")
     assert sum(c for c in counts if c > 0) == 12 == result.report.succeeded
     assert counts[-1] == -1  # closed at shutdown
+
+
+class _Stream(io.StringIO):
+    """stderr whose reader can go away: once `broken`, every write and flush fails."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.broken = False
+        self.calls_after_break = 0
+
+    def write(self, text: str) -> int:
+        self._check()
+        return super().write(text)
+
+    def flush(self) -> None:
+        self._check()
+
+    def _check(self) -> None:
+        if self.broken:
+            self.calls_after_break += 1
+            raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_progress_switches_itself_off_when_its_output_breaks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import tqdm.auto
+
+    stream = _Stream()
+    monkeypatch.setattr(sys, "stderr", stream)
+    real_tqdm = tqdm.auto.tqdm
+    # mininterval=0: every update draws, so the very next one meets the broken stream.
+    monkeypatch.setattr(tqdm.auto, "tqdm", lambda **kw: real_tqdm(mininterval=0, **kw))
+    bar = make_progress(True, total=10)
+    assert "0/10" in stream.getvalue()
+    stream.broken = True  # `| head` has what it wanted, a terminal closed, ...
+    for _ in range(10):
+        bar.update(1)  # never raises
+    bar.close()
+    del bar
+    gc.collect()  # tqdm's __del__ must not try again either
+    assert stream.calls_after_break == 1  # one failed write, then it stayed off
+
+
+def test_progress_with_stderr_closed_draws_nothing_and_never_raises(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sys, "stderr", None)  # `2>&-`: Python then starts with stderr None
+    bar = make_progress(True, total=3)
+    bar.update(3)
+    bar.close()
+
+
+def test_progress_that_cannot_even_start_is_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    stream = _Stream()
+    stream.broken = True
+    monkeypatch.setattr(sys, "stderr", stream)
+    bar = make_progress(True, total=3)  # drawing the empty bar fails already
+    bar.update(3)
+    bar.close()
+    assert type(bar).__name__ == "_NoProgress"
