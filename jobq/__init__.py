@@ -3,7 +3,9 @@ graceful shutdown, built step by step in the notebooks next to it.
 
 A map of the package, one line per module, in pipeline order:
 
-    jobs.py        Job, CpuBound / AsyncIo / Delayed, JobResult, ResultStatus - the data
+    jobs.py        Job, CpuBound / AsyncIo / Delayed, Call / Blocking (your own functions),
+                   JobResult, ResultStatus - the data
+    handles.py     JobHandle (what submit returns), ResultStream (as_completed)
     queue.py       JobQueue: the bounded queue where producers wait (backpressure)
     dispatcher.py  Dispatcher: at most N jobs at once; the cancel-safe receive
     worker.py      Worker: one job in stages, retries, cancellation between stages
@@ -27,6 +29,8 @@ What is simplified for teaching: one process runs the queue (no persistence, no
 distribution); a job's payload is opaque bytes; CpuBound work is a stand-in loop.
 """
 
+import logging as _logging
+
 from jobq.cancel import CancellationToken, TokenCancelled
 from jobq.clock import (
     VirtualClock,
@@ -47,18 +51,33 @@ from jobq.errors import (
     InjectedFailure,
     InvalidConfigError,
     InvalidJobError,
+    JobCancelledError,
+    JobDeadLetteredError,
     JobFailedError,
     JobqError,
+    JobTimeoutError,
     NotImportableError,
     PipelineClosedError,
     QueueFullError,
     ResponseTooLargeError,
+    ResultNotReadyError,
     UnguardedMainError,
     VirtualDeadlineExceeded,
     WorkerCrashedError,
 )
-from jobq.http import HttpClient, HttpLimits
-from jobq.jobs import AsyncIo, CancelReason, CpuBound, Delayed, Job, JobResult, ResultStatus
+from jobq.handles import JobHandle, ResultStream
+from jobq.http import FetchResult, HttpClient, HttpLimits
+from jobq.jobs import (
+    AsyncIo,
+    Blocking,
+    Call,
+    CancelReason,
+    CpuBound,
+    Delayed,
+    Job,
+    JobResult,
+    ResultStatus,
+)
 from jobq.metrics import Metrics, metrics_from_trace
 from jobq.pipeline import (
     Pipeline,
@@ -74,10 +93,18 @@ from jobq.work import cpu_work
 
 __version__ = "0.1.0"
 
+# jobq logs under "jobq" (retries at INFO; dead letters, pool rebuilds, failing observers at
+# WARNING or above) and leaves the output to the application: the library convention is a
+# NullHandler, so that nothing is printed unless the application configures logging (without
+# it, Python would print WARNING records to stderr by itself).
+_logging.getLogger("jobq").addHandler(_logging.NullHandler())
+
 __all__ = [
     "AccountingError",
     "AsyncIo",
     "Attempt",
+    "Blocking",
+    "Call",
     "CancelReason",
     "CancellationToken",
     "CpuBound",
@@ -88,6 +115,7 @@ __all__ = [
     "Event",
     "EventKind",
     "FailurePlan",
+    "FetchResult",
     "HttpClient",
     "HttpConnectError",
     "HttpError",
@@ -98,8 +126,12 @@ __all__ = [
     "InvalidConfigError",
     "InvalidJobError",
     "Job",
+    "JobCancelledError",
+    "JobDeadLetteredError",
     "JobFailedError",
+    "JobHandle",
     "JobResult",
+    "JobTimeoutError",
     "JobqError",
     "Metrics",
     "NotImportableError",
@@ -109,7 +141,9 @@ __all__ = [
     "PipelineStatistics",
     "QueueFullError",
     "ResponseTooLargeError",
+    "ResultNotReadyError",
     "ResultStatus",
+    "ResultStream",
     "RetryPolicy",
     "RunResult",
     "ShutdownReport",

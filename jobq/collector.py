@@ -14,6 +14,8 @@ anyone waiting in `wait_drained()` once no accepted job is still open.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
+from collections.abc import Callable
 
 from jobq.accounting import Ledger
 from jobq.jobs import JobResult
@@ -23,11 +25,22 @@ __all__ = ["Collector"]
 
 
 class Collector:
-    def __init__(self, ledger: Ledger, progress: Progress, *, keep_results: bool = True) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        progress: Progress,
+        *,
+        keep_results: bool | int = True,
+        on_result: Callable[[JobResult], None] | None = None,
+    ) -> None:
         self.ledger = ledger
         self.progress = progress
         self.keep_results = keep_results
-        self.results: list[JobResult] = []
+        # True: every result; False: none; N: the last N (a service's memory stays bounded,
+        # while handles and result streams still get every result through `on_result`).
+        maxlen = None if keep_results is True else int(keep_results)
+        self.results: deque[JobResult] = deque(maxlen=maxlen)
+        self._on_result = on_result
         # Unbounded on purpose: each accepted job puts exactly one result here, so it never
         # holds more than the jobs in flight. A bound here could deadlock a worker.
         self._inbox: asyncio.Queue[JobResult | None] = asyncio.Queue()
@@ -60,8 +73,10 @@ class Collector:
 
     def _record(self, result: JobResult) -> None:
         self.ledger.close(result.job_id, result.status, result.cancel_reason)
-        if self.keep_results:
+        if self.keep_results is not False:
             self.results.append(result)
+        if self._on_result is not None:
+            self._on_result(result)  # handles and result streams (they never raise)
 
     async def wait_drained(self) -> None:
         """Wait until every job accepted so far has its final result recorded."""

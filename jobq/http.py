@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -77,11 +77,20 @@ class HttpLimits:
 
 @dataclass(frozen=True)
 class FetchResult:
-    """What a successful fetch reports. The body itself is read (to measure it) and dropped."""
+    """The response of a successful fetch: the value of an AsyncIo job.
+
+    The body is kept whole: it is at most `HttpLimits.max_response_bytes` (1 MiB by
+    default). A pipeline that keeps every result keeps every body too - for many large
+    responses use `keep_results=N` (or False) and take the values from the handles."""
 
     status: int  # HTTP status of the final response (< 400)
     size: int  # body bytes read
     url: str  # the URL that answered, after following redirects
+    headers: dict[str, str] = field(default_factory=dict, repr=False)
+    body: bytes = field(default=b"", repr=False)
+
+    def text(self, encoding: str = "utf-8") -> str:
+        return self.body.decode(encoding, errors="replace")
 
     def __repr__(self) -> str:
         # Its query string may carry a token (aiohttp already took the password out).
@@ -240,9 +249,10 @@ class HttpClient:
                 f"GET {shown}: Content-Length {response.content_length} bytes"
                 f" exceeds max_response_bytes={cap}"
             )
-        # A body without Content-Length (chunked) is counted as it arrives. We keep the count
-        # and drop the bytes: memory stays bounded by one chunk, not by the body.
+        # A body without Content-Length (chunked) is counted as it arrives, and we stop as
+        # soon as it passes the cap: memory stays bounded by the cap, not by the body.
         size = 0
+        chunks: list[bytes] = []
         async for chunk in response.content.iter_chunked(_CHUNK_BYTES):
             size += len(chunk)
             if size > cap:
@@ -250,7 +260,9 @@ class HttpClient:
                 raise ResponseTooLargeError(
                     f"GET {shown}: body exceeds max_response_bytes={cap} (stopped reading)"
                 )
-        return FetchResult(status=response.status, size=size, url=str(response.url))
+            chunks.append(chunk)
+        return FetchResult(status=response.status, size=size, url=str(response.url),
+                           headers=dict(response.headers), body=b"".join(chunks))
 
 
 def _status_error(shown: str, response: aiohttp.ClientResponse) -> HttpStatusError:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import multiprocessing
 import os
 import pickle
@@ -41,7 +42,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.process import BaseProcess
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from jobq.errors import InvalidConfigError, JobFailedError, WorkerCrashedError
 from jobq.work import CpuFunction, check_importable, check_main_guarded, cpu_work, crash_work
@@ -49,6 +50,9 @@ from jobq.work import CpuFunction, check_importable, check_main_guarded, cpu_wor
 __all__ = ["CpuOffload", "ExecutorKind"]
 
 ExecutorKind = Literal["process", "thread", "inline"]
+T = TypeVar("T")
+
+_log = logging.getLogger("jobq.offload")
 
 _CONTEXT = multiprocessing.get_context("forkserver")
 
@@ -142,7 +146,7 @@ class CpuOffload:
             )
         self.kind: ExecutorKind | Executor = kind
         self.function = function
-        if self._uses_processes():
+        if self.uses_processes():
             check_importable(function)
         self._max_workers = max_workers
         self._pool: Executor | None = kind if isinstance(kind, Executor) else None
@@ -155,7 +159,7 @@ class CpuOffload:
         # add/discard are atomic under the GIL.
         self._in_threads: set[int] = set()
 
-    def _uses_processes(self) -> bool:
+    def uses_processes(self) -> bool:
         return self.kind == "process" or isinstance(self.kind, ProcessPoolExecutor)
 
     def _executor(self) -> Executor:
@@ -167,23 +171,26 @@ class CpuOffload:
                 self._pool = _process_pool(workers)
         return self._pool
 
-    async def run(
-        self,
-        iterations: int,
-        payload: bytes,
-        *,
-        crash: bool = False,
-        isolated: bool = False,
+    async def run_cpu(
+        self, iterations: int, payload: bytes, *, crash: bool = False, isolated: bool = False,
         job_id: int = -1,
     ) -> int:
-        """Run the work function off the loop. `isolated`: in a one-process pool of its own
-        (with processes only), so that if it crashes it takes no other job down with it."""
+        """A CpuBound job: the pipeline's CPU work function (or, on the failure plan's crash
+        list, one whose process dies)."""
+        if crash and self.kind == "inline":
+            raise WorkerCrashedError("inline CPU work cannot crash a process (no process)")
         function = crash_work if crash else self.function
+        return await self.run(function, iterations, payload, isolated=isolated, job_id=job_id)
+
+    async def run(
+        self, function: Callable[..., T], *args: Any, isolated: bool = False, job_id: int = -1,
+    ) -> T:
+        """Run `function(*args)` off the loop and await its result. `isolated`: in a
+        one-process pool of its own (with processes only), so that if it crashes it takes
+        no other job down with it, and if it is cut, killing it kills nobody else's work."""
         if self.kind == "inline":
-            if crash:
-                raise WorkerCrashedError("inline CPU work cannot crash a process (no process)")
-            return function(iterations, payload)  # blocks the loop: the lesson of notebook 3
-        processes = self._uses_processes()
+            return function(*args)  # blocks the loop: the lesson of notebook 3
+        processes = self.uses_processes()
         alone = isolated and processes
         pool = _process_pool(1) if alone else self._executor()
         loop = asyncio.get_running_loop()
@@ -191,38 +198,39 @@ class CpuOffload:
             # run_in_executor (not wrap_future(pool.submit(...))): a virtual clock sees it
             # and holds still until the work is done.
             if processes:
-                future = loop.run_in_executor(pool, _call_in_child, function, iterations,
-                                              payload)
+                future = loop.run_in_executor(pool, _call_in_child, function, *args)
                 self._track(pool)
             else:
-                future = loop.run_in_executor(pool, self._in_thread, job_id, function,
-                                              iterations, payload)
-            result: int = await future
+                future = loop.run_in_executor(pool, self._in_thread, job_id, function, *args)
+            result: T = await future
             return result
         except BrokenProcessPool:
             self._rebuild(pool)
+            _log.warning("a worker process died; the process pool was rebuilt")
             raise WorkerCrashedError(
                 "the worker process died while running this job (the pool was rebuilt)"
             ) from None
         except asyncio.CancelledError:
-            # Cut (the drain deadline): the work itself would run on. A process can be
-            # stopped - kill the pool it runs in (a shared pool is rebuilt on next use).
-            # A thread cannot: its job id stays in `still_running`.
+            # Cut (the drain deadline, a timeout, handle.cancel()): the work itself would run
+            # on. A process can be stopped - kill the pool it runs in (a shared pool is
+            # rebuilt on next use; jobs that shared it fail that attempt and are retried, each
+            # in a process of its own). A thread cannot: its job id stays in `still_running`.
             if processes and (alone or pool is self._pool) and self._owned:
                 self._kill(pool)
                 if not alone:
                     self._pool = None
                     self.rebuilds += 1
+                    _log.warning("a cut job's process was stopped; the process pool was "
+                                 "rebuilt")
             raise
         finally:
             if alone:  # its one job has ended (or was cut): let the process go
                 pool.shutdown(wait=False, cancel_futures=True)
 
-    def _in_thread(self, job_id: int, function: CpuFunction, iterations: int,
-                   payload: bytes) -> int:
+    def _in_thread(self, job_id: int, function: Callable[..., T], *args: Any) -> T:
         self._in_threads.add(job_id)
         try:
-            return function(iterations, payload)
+            return function(*args)
         finally:
             self._in_threads.discard(job_id)
 

@@ -27,13 +27,15 @@ now": a shutdown with no drain time.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import math
+import weakref
 from collections.abc import AsyncIterable, Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from jobq import validation as check
 from jobq.accounting import IdSet, Ledger
@@ -47,18 +49,33 @@ from jobq.errors import (
     JobqError,
     PipelineClosedError,
 )
+from jobq.handles import JobHandle, ResultStream
 from jobq.http import HttpClient, HttpLimits
-from jobq.jobs import CancelReason, Job, JobResult, ResultStatus
+from jobq.jobs import (
+    AsyncIo,
+    Blocking,
+    Call,
+    CancelReason,
+    CpuBound,
+    Delayed,
+    Job,
+    JobResult,
+    JobType,
+    ResultStatus,
+)
 from jobq.metrics import Metrics, MetricsAggregator
 from jobq.offload import CpuOffload, ExecutorKind
 from jobq.progress import make_progress
 from jobq.queue import JobQueue
 from jobq.retry import DeadLetterQueue, FailurePlan, RetryPolicy
 from jobq.trace import EventKind, Trace
-from jobq.work import CpuFunction, cpu_work
+from jobq.work import CpuFunction, check_importable, cpu_work
 from jobq.worker import Worker, WorkerServices
 
 __all__ = ["Pipeline", "PipelineState", "PipelineStatistics", "RunResult", "ShutdownReport", "run"]
+
+T = TypeVar("T")
+_JOB_TYPES = (CpuBound, AsyncIo, Delayed, Call, Blocking)
 
 
 class PipelineState(enum.Enum):
@@ -169,7 +186,7 @@ class Pipeline:
         failures: FailurePlan | None = None,
         http: HttpLimits | None = None,
         trace: bool | Trace = True,
-        keep_results: bool = True,
+        keep_results: bool | int = True,
         progress: bool | None = False,
         total: int | None = None,
         cpu_function: CpuFunction = cpu_work,
@@ -186,7 +203,8 @@ class Pipeline:
         check.instance("Pipeline.failures", failures, FailurePlan, allow_none=True)
         check.instance("Pipeline.http", http, HttpLimits, allow_none=True)
         check.instance("Pipeline.trace", trace, bool, Trace)
-        check.flag("Pipeline.keep_results", keep_results)
+        if not isinstance(keep_results, bool):
+            check.count("Pipeline.keep_results", keep_results, minimum=0)
         check.flag("Pipeline.progress", progress, allow_none=True)
         check.count("Pipeline.total", total, minimum=0, allow_none=True)
         check.function("Pipeline.cpu_function", cpu_function)
@@ -195,7 +213,14 @@ class Pipeline:
         self.workers = workers
         self.capacity = capacity
         self.drain_timeout = drain_timeout
-        self._queue = JobQueue(capacity)  # validates capacity
+        # Results streams (as_completed) whose reader lags hold producers back, like a full
+        # queue: the queue asks `_streams_full` (see jobq.handles).
+        self._streams: list[ResultStream] = []
+        self._queue = JobQueue(capacity, held=self._streams_full)
+        # Handles, weakly: a handle nobody holds is collected, and nothing is kept for it.
+        self._handles: weakref.WeakValueDictionary[int, JobHandle[Any]] = (
+            weakref.WeakValueDictionary())
+        self._next_id = 0  # where the search for a free id starts (ids are optional)
         self.trace = trace if isinstance(trace, Trace) else Trace(keep=trace)
         self._metrics = MetricsAggregator()
         self.trace.subscribe(self._metrics.feed)
@@ -241,7 +266,7 @@ class Pipeline:
         loop = asyncio.get_running_loop()
         self._collector = Collector(
             self.ledger, make_progress(self._progress_enabled, self._total),
-            keep_results=self._keep_results,
+            keep_results=self._keep_results, on_result=self._job_ended,
         )
         services = WorkerServices(
             trace=self.trace, ledger=self.ledger, retry=self._retry, failures=self._failures,
@@ -302,31 +327,63 @@ class Pipeline:
             await self.shutdown(drain_timeout=0.0, cancel_queued=True)
 
     # -- submitting -------------------------------------------------------------------------
-    def _admit(self, job: Job) -> None:
-        """Refuse what cannot be accepted, before anything is changed."""
-        if not isinstance(job, Job):
-            raise InvalidJobError(f"submit() takes a Job, got {type(job).__name__} {job!r}")
+    def _admit(self, job: Job | JobType, timeout: float | None) -> Job:
+        """Refuse what cannot be accepted, before anything is changed; return the Job to
+        queue (a bare job type gets the next free id)."""
+        if isinstance(job, _JOB_TYPES):
+            job = Job(self._free_id(), b"", job, timeout)
+        elif not isinstance(job, Job):
+            raise InvalidJobError(
+                f"submit() takes a Job or a job type (Call, Blocking, CpuBound, AsyncIo, "
+                f"Delayed), got {type(job).__name__} {check.shown(job)}")
+        elif timeout is not None:
+            job = dataclasses.replace(job, timeout=timeout)  # checks it, as Job() does
         if self._queue.closed or self._state in (PipelineState.DRAINING, PipelineState.STOPPED):
             state = "stopping" if self._state is PipelineState.CREATED else self._state.value
             raise PipelineClosedError(f"the pipeline is {state}; job {job.id} was not accepted")
         if job.id in self._ids:
             raise DuplicateJobError(f"Job.id {job.id} was already submitted to this pipeline")
+        if isinstance(job.job_type, Blocking) and self._offload.uses_processes():
+            check_importable(job.job_type.fn, what="Blocking.fn")
         self._start()
         self._ids.add(job.id)  # reserved now, so a concurrent duplicate is refused too
+        return job
 
-    def _accepted(self, job: Job) -> None:
+    def _free_id(self) -> int:
+        while self._next_id in self._ids:
+            self._next_id += 1
+        return self._next_id
+
+    def _accepted(self, job: Job) -> JobHandle[Any]:
         # Runs in the same step as the put: the dispatcher cannot see the job before this.
         now = asyncio.get_running_loop().time()
         self.ledger.accept(job.id, now)
         self.trace.emit(now, EventKind.ENQUEUED, job.id, None, None, job.kind, len(self._queue))
+        handle: JobHandle[Any] = JobHandle(job.id, self._cancel_job)
+        self._handles[job.id] = handle
+        return handle
 
-    async def submit(self, job: Job) -> None:
-        """Submit `job`, waiting while the queue is full (this wait *is* backpressure).
+    # `timeout` bounds each *attempt* of the job, not this call (hence the noqa): the name
+    # users know from Celery's and arq's job options.
+    @overload
+    async def submit(self, job: Call[T] | Blocking[T], *,
+                     timeout: float | None = None) -> JobHandle[T]: ...  # noqa: ASYNC109
+    @overload
+    async def submit(self, job: Job | CpuBound | AsyncIo | Delayed, *,
+                     timeout: float | None = None) -> JobHandle[Any]: ...  # noqa: ASYNC109
 
-        Raises InvalidJobError / DuplicateJobError at once, and PipelineClosedError if
-        shutdown begins - before or while we wait; then the job was not accepted.
+    async def submit(self, job: Job | JobType, *,
+                     timeout: float | None = None) -> JobHandle[Any]:  # noqa: ASYNC109
+        """Submit `job`, waiting while the queue is full (this wait *is* backpressure), and
+        return its handle: `await handle` gives the job's value (see jobq.handles).
+
+        `job` is a Job, or just a job type - `Call(fn, x)`, `Blocking(fn, x)`, `Delayed(1)`...
+        - which gets the next free id. `timeout`: seconds one attempt may take (overrides
+        `Job.timeout`). Raises InvalidJobError / DuplicateJobError at once, and
+        PipelineClosedError if shutdown begins - before or while we wait; then the job was
+        not accepted.
         """
-        self._admit(job)
+        job = self._admit(job, timeout)
         blocked = self._queue.full()
         if blocked:
             self.trace.emit(asyncio.get_running_loop().time(), EventKind.PRODUCER_BLOCKED, job.id)
@@ -339,20 +396,31 @@ class Pipeline:
             if blocked:
                 self.trace.emit(asyncio.get_running_loop().time(), EventKind.PRODUCER_RESUMED,
                                 job.id)
-        self._accepted(job)
+        return self._accepted(job)
 
-    def submit_nowait(self, job: Job) -> None:
+    @overload
+    def submit_nowait(self, job: Call[T] | Blocking[T], *,
+                      timeout: float | None = None) -> JobHandle[T]: ...
+    @overload
+    def submit_nowait(self, job: Job | CpuBound | AsyncIo | Delayed, *,
+                      timeout: float | None = None) -> JobHandle[Any]: ...
+
+    def submit_nowait(self, job: Job | JobType, *,
+                      timeout: float | None = None) -> JobHandle[Any]:
         """Submit `job` or raise QueueFullError at once - the non-waiting twin of submit()."""
-        self._admit(job)
+        job = self._admit(job, timeout)
         try:
             self._queue.put_nowait(job)
         except BaseException:
             self._ids.discard(job.id)
             raise
-        self._accepted(job)
+        return self._accepted(job)
 
-    async def submit_many(self, jobs: Iterable[Job] | AsyncIterable[Job]) -> int:
-        """Submit every job in order (each may wait). Returns how many were accepted."""
+    async def submit_many(
+        self, jobs: Iterable[Job | JobType] | AsyncIterable[Job | JobType]
+    ) -> int:
+        """Submit every job in order (each may wait). Returns how many were accepted.
+        (No handles: use as_completed() to see their results.)"""
         count = 0
         if isinstance(jobs, AsyncIterable):
             async for job in jobs:
@@ -388,7 +456,68 @@ class Pipeline:
 
     @property
     def results(self) -> list[JobResult]:
-        return [] if self._collector is None else self._collector.results
+        """The results kept (all, none, or the last N: see `keep_results`), in end order."""
+        return [] if self._collector is None else list(self._collector.results)
+
+    def as_completed(self, *, maxsize: int | None = None) -> ResultStream:
+        """Results as they complete, from now on, until the pipeline has stopped:
+
+            async for result in pipe.as_completed():
+                ...
+
+        Bounded: at most `maxsize` results wait for the reader (default: capacity + workers);
+        while it is full, `submit` waits - a slow reader slows the producers, never the
+        workers. So read in another task than the one that submits, or after shutdown.
+        Cancel-safe; `stream.close()` (or leaving `async for` by break, then close) stops it.
+        """
+        size = self.capacity + self.workers if maxsize is None else maxsize
+        check.count("as_completed.maxsize", size)
+        stream = ResultStream(size, self._queue.wake_producer, self._stream_closed)
+        if self._state is PipelineState.STOPPED:
+            stream._end()
+        else:
+            self._streams.append(stream)
+        return stream
+
+    def _stream_closed(self, stream: ResultStream) -> None:
+        if stream in self._streams:
+            self._streams.remove(stream)
+
+    def _end_streams(self) -> None:
+        """Every result has been delivered: readers finish what they hold, then stop."""
+        streams, self._streams = self._streams, []
+        for stream in streams:
+            stream._end()
+
+    def _streams_full(self) -> bool:
+        return any(stream.full for stream in self._streams)
+
+    def _job_ended(self, result: JobResult) -> None:
+        """Collector callback, once per job: hand the result to its handle and the streams."""
+        handle = self._handles.pop(result.job_id, None)
+        if handle is not None:
+            letter = None
+            if result.status is ResultStatus.DEAD_LETTERED and result.job_id in self.dead_letters:
+                letter = self.dead_letters.get(result.job_id)
+            handle._resolve(result, letter)
+        for stream in self._streams:
+            stream._put(result)
+
+    def _handles_alive(self) -> int:
+        """How many handles the pipeline still knows (for tests: it must not grow)."""
+        return len(self._handles)
+
+    def _cancel_job(self, job_id: int) -> bool:
+        """handle.cancel(): a queued job ends CANCELLED(never-started) now; a running one is
+        cut by its worker (CANCELLED(interrupted)); the pipeline goes on."""
+        if self._state not in (PipelineState.RUNNING, PipelineState.DRAINING):
+            return False
+        job = self._queue.remove(job_id)
+        if job is not None:
+            self._never_started(job, asyncio.get_running_loop().time(), len(self._queue))
+            return True
+        assert self._dispatcher is not None
+        return any(worker.cut_job(job_id) for worker in self._dispatcher.workers)
 
     def statistics(self) -> PipelineStatistics:
         by = self.ledger.by_status
@@ -483,18 +612,24 @@ class Pipeline:
         now = asyncio.get_running_loop().time()
         jobs = self._queue.drain_nowait()
         for left, job in enumerate(reversed(jobs)):
-            self.trace.emit(now, EventKind.CANCELLED, job.id, None, None,
-                            CancelReason.NEVER_STARTED.value, len(jobs) - left - 1)
-            self._collector.deliver(JobResult(
-                job.id, 0.0, ResultStatus.CANCELLED, kind=job.kind,
-                submitted_at=self.ledger.open[job.id], finished_at=now,
-                cancel_reason=CancelReason.NEVER_STARTED,
-            ))
+            self._never_started(job, now, len(jobs) - left - 1)
+
+    def _never_started(self, job: Job, now: float, depth: int) -> None:
+        """End a job taken out of the queue as CANCELLED(never-started)."""
+        assert self._collector is not None
+        self.trace.emit(now, EventKind.CANCELLED, job.id, None, None,
+                        CancelReason.NEVER_STARTED.value, depth)
+        self._collector.deliver(JobResult(
+            job.id, 0.0, ResultStatus.CANCELLED, kind=job.kind,
+            submitted_at=self.ledger.open[job.id], finished_at=now,
+            cancel_reason=CancelReason.NEVER_STARTED,
+        ))
 
     async def _shutdown(self) -> ShutdownReport:
         """The phases after "closing" (which _begin_shutdown has done)."""
         if self._state is PipelineState.CREATED:  # never started: nothing to drain
             self._state = PipelineState.STOPPED
+            self._end_streams()
             self.trace.close()
             self.report = self._report(drained=True)
             return self.report
@@ -509,6 +644,7 @@ class Pipeline:
         self._cancel_queued()  # anything the stopped dispatcher left behind
         self._collector.stop()
         await self._collector_task
+        self._end_streams()
         await self._close_resources()
         self._phase("stopped")
         self._state = PipelineState.STOPPED

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from functools import partial
 
 from jobq.cancel import CancellationToken, wake
@@ -33,9 +34,12 @@ __all__ = ["JobQueue"]
 class JobQueue:
     """A FIFO of at most `capacity` jobs; `put` waits while it is full."""
 
-    def __init__(self, capacity: int = 10) -> None:
+    def __init__(self, capacity: int = 10, *, held: Callable[[], bool] | None = None) -> None:
         require_count("capacity", capacity)
         self.capacity = capacity
+        # Something else that can make producers wait besides a full queue (a results stream
+        # whose reader lags behind): while it says True, the queue counts as full.
+        self._held = held
         self._items: deque[Job] = deque()
         # Futures of tasks waiting for space (producers) and for an item (the dispatcher).
         # Each waiter is woken at most once per change; it re-checks the condition itself.
@@ -55,16 +59,22 @@ class JobQueue:
         return sum(1 for w in self._putters if not w.done())
 
     def full(self) -> bool:
-        return len(self._items) >= self.capacity
+        return len(self._items) >= self.capacity or (self._held is not None and self._held())
+
+    def wake_producer(self) -> None:
+        """Whatever held producers back has let go: let one waiting producer re-check."""
+        _wake_one(self._putters)
 
     def put_nowait(self, job: Job) -> None:
         """Add `job` or raise QueueFullError / PipelineClosedError. Never waits."""
         if self._closed:
             raise PipelineClosedError(f"the queue is closed; job {job.id} was not accepted")
         if self.full():
+            why = (f"the queue holds {self.capacity} jobs (its capacity)"
+                   if len(self._items) >= self.capacity
+                   else "a results stream is full (its reader is behind)")
             raise QueueFullError(
-                f"the queue holds {self.capacity} jobs (its capacity); job {job.id} was not "
-                "accepted - await submit() to wait for space"
+                f"{why}; job {job.id} was not accepted - await submit() to wait for space"
             )
         self._items.append(job)
         _wake_one(self._getters)
@@ -119,6 +129,16 @@ class JobQueue:
         if token.cancelled:
             return None
         return self.get_nowait()
+
+    def remove(self, job_id: int) -> Job | None:
+        """Take the queued job with this id out of the queue (handle.cancel()), or None if it
+        is not queued. O(capacity): the queue is short by design."""
+        for job in self._items:
+            if job.id == job_id:
+                self._items.remove(job)
+                _wake_one(self._putters)
+                return job
+        return None
 
     def put_back(self, job: Job) -> None:
         """Return a job that was taken but could not be handed over to the head of the queue.

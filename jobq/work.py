@@ -58,18 +58,33 @@ def crash_work(iterations: int, payload: bytes) -> int:
     os._exit(70)
 
 
-def check_importable(function: Callable[..., object]) -> None:
-    """Refuse, with an explanation, a function a child process could not import."""
+def check_importable(function: Callable[..., object], what: str = "cpu_function") -> None:
+    """Refuse, with an explanation, a function a child process could not import.
+
+    A process pool sends a function by name; the child imports its module and looks it up.
+    That fails for a lambda, a function nested in another one, and a function defined in a
+    notebook cell or an interactive session (their `__main__` has no file to import). A
+    function in the `__main__` of a script works: the child imports the script again (which
+    is why a script needs `if __name__ == "__main__":`).
+    """
     module = getattr(function, "__module__", None)
-    qualname = getattr(function, "__qualname__", repr(function))
-    if module in (None, "__main__") or "<lambda>" in qualname or "<locals>" in qualname:
-        where = "a lambda" if "<lambda>" in qualname else (
-            "a nested function" if "<locals>" in qualname else f"module {module!r}"
-        )
+    qualname = getattr(function, "__qualname__", None) or repr(function)
+    main = sys.modules.get("__main__")
+    from_main_without_file = module == "__main__" and (
+        main is None or not _imported_again_by_pool_processes(main))
+    if module is None or from_main_without_file or "<lambda>" in qualname or (
+        "<locals>" in qualname
+    ):
+        where = ("a lambda" if "<lambda>" in qualname
+                 else "a nested function" if "<locals>" in qualname
+                 else "a notebook cell, an interactive session or a `python -m` package "
+                 "(module '__main__', which the worker does not import)"
+                 if from_main_without_file else f"module {module!r}")
         raise NotImportableError(
-            f"cpu_function {qualname!r} is defined in {where}, which a process-pool worker "
-            "cannot import (it receives the function by name). Move it into a .py module "
-            "next to the notebook and import it from there, or use executor='thread'."
+            f"{what} {qualname!r} is defined in {where}, which a process-pool worker cannot "
+            "import (it receives the function by name). Define it at the top level of a .py "
+            "module and import it from there (in a notebook: a module next to it), or use "
+            "executor='thread'."
         )
 
 

@@ -24,20 +24,37 @@ is a failed attempt.
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from jobq.accounting import Ledger
 from jobq.cancel import CancellationToken
-from jobq.errors import InjectedFailure
+from jobq.errors import InjectedFailure, JobTimeoutError
 from jobq.http import HttpClient
-from jobq.jobs import AsyncIo, CancelReason, CpuBound, Delayed, Job, JobResult, ResultStatus
+from jobq.jobs import (
+    AsyncIo,
+    Blocking,
+    Call,
+    CancelReason,
+    CpuBound,
+    Delayed,
+    Job,
+    JobResult,
+    ResultStatus,
+)
 from jobq.offload import CpuOffload
 from jobq.retry import Attempt, DeadLetter, DeadLetterQueue, FailurePlan, RetryPolicy
 from jobq.trace import EventKind, Trace
 from jobq.work import cpu_work
 
 __all__ = ["Worker", "WorkerServices"]
+
+# Retries at INFO, dead letters at WARNING; jobq never configures handlers (the application
+# decides where log records go).
+_log = logging.getLogger("jobq.worker")
 
 
 @dataclass(slots=True, kw_only=True)
@@ -74,7 +91,7 @@ class Worker:
         self._on_free = on_free
         self._inbox: asyncio.Future[Job] | None = None
         self._task: asyncio.Task[None] | None = None
-        self._cut_by_token = False
+        self._cut_by_us = False
         # The job in hand and how far it got - exactly what a cut has to report. Kept on the
         # worker (not in _run_job's locals) so that the one place that handles a cut, in
         # run(), can report it whichever await the cancellation landed on.
@@ -117,14 +134,21 @@ class Worker:
                         self.job = None
                         if ours:  # the slot is free (killed from outside, it is gone)
                             self._on_free(self.slot)
-                    if ours:
-                        return  # our token is cancelled: this worker takes no more jobs
-                    raise
+                    if not ours:
+                        raise
+                    if self._shutting_down():
+                        return  # our token: this worker takes no more jobs
+                    continue  # only one job was cut (cut_job): take the next one
                 self.job = None
                 self._s.deliver(result)
                 self._on_free(self.slot)
         finally:
             remove()
+
+    def _shutting_down(self) -> bool:
+        # A method, not `self.token.cancelled` inline: the token changes under us while we
+        # await, which a type checker's narrowing of the loop condition cannot know.
+        return self.token.cancelled
 
     def _take(self, job: Job) -> None:
         self.job = job
@@ -135,14 +159,24 @@ class Worker:
     def _cut(self) -> None:
         """Token callback: interrupt whatever this worker is awaiting right now."""
         if self._task is not None and not self._task.done():
-            self._cut_by_token = True
+            self._cut_by_us = True
             self._task.cancel()
 
-    def _own_cancellation(self) -> bool:
-        """Was the CancelledError we caught sent by our token (and by nobody else)?"""
-        if not self._cut_by_token:
+    def cut_job(self, job_id: int) -> bool:
+        """Interrupt the job this worker runs if it is `job_id` (handle.cancel()); the worker
+        goes on with the next job. The cut lands at the await the job is waiting on - still
+        inside that job: nothing else can run on this worker before our task resumes."""
+        if self.job is None or self.job.id != job_id or self._task is None:
             return False
-        self._cut_by_token = False
+        self._cut()
+        return True
+
+    def _own_cancellation(self) -> bool:
+        """Was the CancelledError we caught sent by us - our token, or cut_job() - and by
+        nobody else?"""
+        if not self._cut_by_us:
+            return False
+        self._cut_by_us = False
         assert self._task is not None
         # uncancel() returns how many cancellations remain: any left came from elsewhere.
         return self._task.uncancel() == 0
@@ -168,13 +202,19 @@ class Worker:
             # crashing cannot take the innocent ones down with it again and again.
             isolated = bool(self._attempts) and (
                 self._attempts[-1].error_type == "WorkerCrashedError")
+            # A job that can be cut on its own - by its timeout - runs in a process of its
+            # own too: stopping it must not stop anyone else's work.
+            isolated = isolated or job.timeout is not None
             start = loop.time()
             first_start = self._first_start = (
                 start if self._first_start is None else self._first_start)
             self._stage = CancelReason.INTERRUPTED
             s.trace.emit(start, EventKind.STARTED, job.id, self.slot, number)
             try:
-                value = await self._attempt(job, number, isolated)
+                if job.timeout is None:
+                    value = await self._attempt(job, number, isolated)
+                else:
+                    value = await self._timed_attempt(job, number, isolated, job.timeout)
             except BaseException as exc:  # the job's failure, whatever it is - except:
                 if isinstance(exc, asyncio.CancelledError) and self._task is not None and (
                     self._task.cancelling()
@@ -190,6 +230,8 @@ class Worker:
                     return self._dead_letter(job, submitted_at, first_start)
                 self._stage = CancelReason.AWAITING_RETRY
                 pause = s.retry.delay(number, job.id)
+                _log.info("job %s (%s) attempt %d failed, retrying in %.3g s: %s",
+                          job.id, job.kind, number, pause, error)
                 s.trace.emit(end, EventKind.RETRY_SCHEDULED, job.id, self.slot, number + 1,
                              None, pause)
                 await asyncio.sleep(pause)
@@ -204,12 +246,37 @@ class Worker:
                 )
         raise AssertionError("unreachable: the loop returns on the last attempt")
 
-    async def _attempt(self, job: Job, number: int, isolated: bool = False) -> int:
-        """One try at `job`. Returns a small integer result; raises on failure.
-        `isolated`: run CpuBound work in a process of its own (see CpuOffload.run)."""
+    async def _timed_attempt(self, job: Job, number: int, isolated: bool,
+                             limit: float) -> Any:
+        """An attempt with the job's timeout: past it, the attempt is cut (asyncio.timeout
+        cancels it, and turns only its *own* cancellation into TimeoutError) and fails with
+        JobTimeoutError. A TimeoutError the job raised by itself stays the job's own error."""
+        deadline = asyncio.timeout(limit)
+        try:
+            async with deadline:
+                return await self._attempt(job, number, isolated)
+        except TimeoutError:
+            if deadline.expired():
+                raise JobTimeoutError(
+                    f"attempt {number} of job {job.id} ran longer than its timeout of "
+                    f"{limit:g} s"
+                ) from None
+            raise
+
+    async def _attempt(self, job: Job, number: int, isolated: bool = False) -> Any:
+        """One try at `job`. Returns the job's value; raises on failure.
+        `isolated`: run executor work in a process of its own (see CpuOffload.run)."""
         s = self._s
         kind = job.job_type
-        if isinstance(kind, Delayed):
+        value: Any
+        if isinstance(kind, Call):
+            value = await kind.fn(*kind.args, **kind.kwargs)
+        elif isinstance(kind, Blocking):
+            # kwargs travel inside a partial: run_in_executor passes positional args only.
+            function = functools.partial(kind.fn, **kind.kwargs) if kind.kwargs else kind.fn
+            value = await s.offload.run(function, *kind.args, isolated=isolated,
+                                        job_id=job.id)
+        elif isinstance(kind, Delayed):
             await asyncio.sleep(kind.delay)
             value = len(job.payload)  # "execute": the work after the wait is trivial here
         elif isinstance(kind, CpuBound):
@@ -217,13 +284,13 @@ class Worker:
                 await asyncio.sleep(kind.iterations * s.cpu_cost)  # modelled, not computed
                 value = cpu_work(min(kind.iterations, 64), job.payload)
             else:
-                value = await s.offload.run(
+                value = await s.offload.run_cpu(
                     kind.iterations, job.payload, crash=s.failures.crashes(job.id),
                     isolated=isolated, job_id=job.id,
                 )
         else:
             assert isinstance(kind, AsyncIo)
-            value = (await s.http().fetch(kind.url)).status
+            value = await s.http().fetch(kind.url)
         if s.failures.fails(job.id, number):
             raise InjectedFailure(f"the failure plan fails attempt {number} of job {job.id}")
         return value
@@ -250,6 +317,8 @@ class Worker:
     def _dead_letter(self, job: Job, submitted_at: float, started_at: float) -> JobResult:
         attempts = self._attempts
         last = attempts[-1]
+        _log.warning("job %s (%s) dead-lettered after %d attempt(s); last error: %s",
+                     job.id, job.kind, len(attempts), last.error)
         self._s.dead_letters.add(DeadLetter(job, tuple(attempts)))
         self._s.trace.emit(last.ended_at, EventKind.DEAD_LETTERED, job.id, self.slot,
                            last.number, last.error)

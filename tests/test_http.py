@@ -55,7 +55,9 @@ def redirect_to(server: LocalServer, target: str) -> str:
 
 def test_ok_fetch_reports_status_size_and_url(server: LocalServer) -> None:
     result = fetch(server.url("/ok"))
-    assert result == FetchResult(status=200, size=3, url=server.url("/ok"))
+    assert (result.status, result.size, result.url) == (200, 3, server.url("/ok"))
+    assert result.body == b"ok\n" and result.text() == "ok\n"
+    assert repr(result) == f"FetchResult(status=200, size=3, url={server.url('/ok')!r})"
     assert fetch(server.url("/ok?size=1234")).size == 1234
 
 

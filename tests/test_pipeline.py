@@ -251,7 +251,7 @@ async def test_io_job_on_virtual_time_waits_for_the_real_server() -> None:
             retry=RetryPolicy(max_retries=0),
         )
     ok = next(r for r in result.results if r.job_id == 1)
-    assert ok.status is ResultStatus.SUCCEEDED and ok.value == 200
+    assert ok.status is ResultStatus.SUCCEEDED and ok.value.status == 200
     assert 0.15 < ok.duration < 5.0  # real seconds passed on the virtual clock, no timeout
     assert "503" in (result.dead_letters.get(2).last_error or "")
 
