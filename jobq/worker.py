@@ -91,7 +91,7 @@ class Worker:
         self._on_free = on_free
         self._inbox: asyncio.Future[Job] | None = None
         self._task: asyncio.Task[None] | None = None
-        self._cut_by_us = False
+        self._cuts = 0  # task.cancel() calls of ours not yet taken back (see _cut)
         # The job in hand and how far it got - exactly what a cut has to report. Kept on the
         # worker (not in _run_job's locals) so that the one place that handles a cut, in
         # run(), can report it whichever await the cancellation landed on.
@@ -159,7 +159,9 @@ class Worker:
     def _cut(self) -> None:
         """Token callback: interrupt whatever this worker is awaiting right now."""
         if self._task is not None and not self._task.done():
-            self._cut_by_us = True
+            # Counted: a job cut by its handle and then by shutdown, in the same step, is two
+            # cancellations of our task - both ours.
+            self._cuts += 1
             self._task.cancel()
 
     def cut_job(self, job_id: int) -> bool:
@@ -174,12 +176,15 @@ class Worker:
     def _own_cancellation(self) -> bool:
         """Was the CancelledError we caught sent by us - our token, or cut_job() - and by
         nobody else?"""
-        if not self._cut_by_us:
+        if not self._cuts:
             return False
-        self._cut_by_us = False
         assert self._task is not None
-        # uncancel() returns how many cancellations remain: any left came from elsewhere.
-        return self._task.uncancel() == 0
+        remaining = self._task.cancelling()
+        for _ in range(self._cuts):
+            # uncancel() returns how many cancellations remain: any left came from elsewhere.
+            remaining = self._task.uncancel()
+        self._cuts = 0
+        return remaining == 0
 
     async def _run_job(self) -> JobResult:
         """Run the job in hand, attempt by attempt. Every exception that the job's own code

@@ -19,7 +19,8 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -27,17 +28,21 @@ from hypothesis import strategies as st
 import jobq
 from jobq import (
     AsyncIo,
+    Blocking,
+    Call,
     CancelReason,
     CpuBound,
     Delayed,
     FailurePlan,
     HttpLimits,
     Job,
+    JobHandle,
     Pipeline,
     PipelineClosedError,
     ResultStatus,
     RetryPolicy,
 )
+from jobq.jobs import JobType
 from jobq.testing import LocalServer
 from jobq.trace import FINAL_KINDS, Event, EventKind
 
@@ -67,6 +72,8 @@ class Scenario:
     stop: str  # "shutdown" or "root" (the root token cancelled directly)
     drain_timeout: float | None
     cancel_queued: bool
+    # handle.cancel() at these virtual times, of these jobs (by position in `jobs`)
+    cancels: list[tuple[float, int]] = field(default_factory=list)
 
 
 _HOSTILE = [b"exit", b"interrupt", b"cancelled"]
@@ -79,14 +86,22 @@ def job_lists(draw: st.DrawFn, max_jobs: int = 30) -> list[Job]:
     ids = draw(st.lists(st.integers(0, 10_000), min_size=count, max_size=count, unique=True))
     jobs = []
     for job_id in ids:
-        if draw(st.booleans()):
-            kind: Delayed | CpuBound = Delayed(draw(_delays))
-        else:
+        kind: JobType
+        which = draw(st.sampled_from(["delay", "cpu", "call", "blocking"]))
+        if which == "delay":
+            kind = Delayed(draw(_delays))
+        elif which == "cpu":
             kind = CpuBound(draw(st.integers(0, 3000)))
+        elif which == "call":  # your own async function, on the loop
+            kind = Call(workfns.napping, draw(_delays), fail=draw(st.booleans()))
+        else:  # your own blocking function, in the (inline) executor
+            kind = Blocking(workfns.power, draw(st.integers(0, 9)), exponent=2)
         # Some payloads make workfns.hostile raise SystemExit, KeyboardInterrupt or
         # CancelledError from the job's own code: failed attempts, like any exception.
         payload = draw(st.one_of(st.binary(max_size=4), st.sampled_from(_HOSTILE)))
-        jobs.append(Job(job_id, payload, kind))
+        # A per-job timeout, sometimes shorter than the job: timed-out attempts are retried.
+        timeout = draw(st.one_of(st.none(), st.floats(0.1, 4.0)))
+        jobs.append(Job(job_id, payload, kind, timeout))
     return jobs
 
 
@@ -127,6 +142,8 @@ def scenarios(draw: st.DrawFn) -> Scenario:
         drain_timeout=draw(st.one_of(st.none(), st.just(0.0), st.floats(0.0, 10.0))),
         cancel_queued=draw(st.booleans()),
         listener=draw(st.sampled_from(["none", "none", "raises", "exits", "every-7th"])),
+        cancels=draw(st.lists(st.tuples(st.floats(0.0, 15.0), st.integers(0, 29)),
+                              max_size=4)) if jobs else [],
     )
 
 
@@ -154,6 +171,8 @@ class Outcome:
     accepted: list[int]
     refused: list[int]
     final_stats: jobq.PipelineStatistics
+    handles: dict[int, JobHandle[Any]]
+    cancelled_by_handle: int  # handle.cancel() calls that returned True
 
 
 async def _run(sc: Scenario, *, executor: str = "inline", http: HttpLimits | None = None,
@@ -166,18 +185,28 @@ async def _run(sc: Scenario, *, executor: str = "inline", http: HttpLimits | Non
     await pipe.__aenter__()
     accepted: list[int] = []
     refused: list[int] = []
+    handles: dict[int, JobHandle[Any]] = {}
+    cut = 0
 
     async def producer(jobs: list[Job]) -> None:
         for job in jobs:
             try:
-                await pipe.submit(job)
+                handles[job.id] = await pipe.submit(job)
             except PipelineClosedError:
                 refused.append(job.id)  # never accepted: it must not show up anywhere
             else:
                 accepted.append(job.id)
 
+    async def canceller(at: float, index: int) -> None:
+        nonlocal cut
+        await asyncio.sleep(at)
+        handle = handles.get(sc.jobs[index % len(sc.jobs)].id)
+        if handle is not None and handle.cancel():
+            cut += 1
+
     producers = [asyncio.create_task(producer(sc.jobs[p::sc.producers]))
                  for p in range(sc.producers)]
+    cancellers = [asyncio.create_task(canceller(at, i)) for at, i in sc.cancels]
     await asyncio.sleep(sc.stop_at)
     if sc.stop == "root":
         pipe.token.cancel()  # "stop now": a shutdown with no drain time
@@ -186,7 +215,8 @@ async def _run(sc: Scenario, *, executor: str = "inline", http: HttpLimits | Non
         report = await pipe.shutdown(drain_timeout=sc.drain_timeout,
                                      cancel_queued=sc.cancel_queued)
     await asyncio.gather(*producers)  # each one either finished or was refused
-    return Outcome(pipe, report, accepted, refused, pipe.statistics())
+    await asyncio.gather(*cancellers)
+    return Outcome(pipe, report, accepted, refused, pipe.statistics(), handles, cut)
 
 
 def check_accounting(sc: Scenario, out: Outcome) -> None:
@@ -255,9 +285,16 @@ def check_accounting(sc: Scenario, out: Outcome) -> None:
     if sc.listener in ("raises", "exits") and accepted:
         assert len(report.observer_errors) == 1, report.observer_errors
 
-    # A drain with no limit and no cut ends with every accepted job run to its end.
+    # Every handle was resolved, once, with its job's one result.
+    assert set(out.handles) == accepted
+    by_id = {r.job_id: r for r in results}
+    for job_id, handle in out.handles.items():
+        assert handle.done() and handle.status is by_id[job_id].status, (handle, by_id[job_id])
+
+    # A drain with no limit and no cut ends with every accepted job run to its end (but
+    # the ones a handle cancelled).
     if sc.stop == "shutdown" and sc.drain_timeout is None and not sc.cancel_queued:
-        assert report.cancelled == 0 and report.drained
+        assert report.cancelled == out.cancelled_by_handle and report.drained
 
 
 @given(scenarios())

@@ -432,3 +432,17 @@ def test_typed_handles_need_no_casts() -> None:
 
 def test_handle_is_exported() -> None:
     assert JobHandle.__name__ == "JobHandle"
+
+
+@pytest.mark.virtual_time
+async def test_a_handle_cancel_and_a_shutdown_in_the_same_step_are_both_ours() -> None:
+    # Found by the drills: two cancellations of the worker's task in one step (the handle's
+    # cut, then shutdown's) were taken for one of ours and one from outside.
+    pipe = Pipeline(workers=1, executor="inline")
+    await pipe.__aenter__()
+    handle = await pipe.submit(Call(forever))
+    await asyncio.sleep(1)
+    handle.cancel()
+    pipe.token.cancel()  # "stop now", before the worker has run again
+    report = await pipe.shutdown()  # raised JobqError ("cancelled from outside") before
+    assert (report.cancelled_interrupted, report.lost) == (1, 0)

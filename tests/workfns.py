@@ -94,3 +94,11 @@ def wait_gone(pid: int, seconds: float = 10.0) -> bool:
         if time.monotonic() > end:
             return False
         time.sleep(0.05)
+
+
+async def napping(seconds: float, *, fail: bool = False) -> float:
+    """A Call job: sleep (on the loop's clock), then succeed or raise."""
+    await asyncio.sleep(seconds)
+    if fail:
+        raise ValueError(f"napped {seconds} s and failed")
+    return seconds
