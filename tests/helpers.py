@@ -1,6 +1,10 @@
-"""Small helpers the tests share: building jobs and reading concurrency off a trace."""
+"""Small helpers the tests share: building jobs, reading concurrency off a trace, and
+watching processes (is it gone? what did a test leave running?)."""
 
 from __future__ import annotations
+
+import time
+from pathlib import Path
 
 from jobq import Delayed, Job, Trace
 from jobq.trace import FINAL_KINDS, EventKind
@@ -71,3 +75,49 @@ def emit_two_workers(trace: Trace, *, job3_fails: bool = False) -> None:
     else:
         e(2.5, EventKind.SUCCEEDED, 3, worker=0, attempt=1)
     e(4.0, EventKind.SUCCEEDED, 4, worker=1, attempt=1)
+
+
+def wait_for_file(path: Path, seconds: float = 60.0) -> None:
+    """Wait until a work function has written `path` (blocking: from async code, call it
+    with asyncio.to_thread)."""
+    end = time.monotonic() + seconds
+    while not path.exists():
+        if time.monotonic() > end:
+            raise TimeoutError(f"{path} never appeared")
+        time.sleep(0.02)
+
+
+def is_gone(pid: int) -> bool:
+    """Has process `pid` exited? (A zombie waiting to be reaped counts as gone.)"""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "\nState:\tZ" in status
+
+
+def wait_gone(pid: int, seconds: float = 10.0) -> bool:
+    """Wait until process `pid` has exited; False if it is still there after `seconds`."""
+    end = time.monotonic() + seconds
+    while not is_gone(pid):
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def session_processes(session: int) -> list[int]:
+    """Pids of the live processes in this session (a subprocess started with
+    start_new_session=True): what a test left running."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        fields = stat.rsplit(")", 1)[1].split()  # after "(command name)"
+        if int(fields[3]) == session and fields[0] != "Z":  # field 6 of stat: session id
+            pids.append(int(entry.name))
+    return pids

@@ -44,6 +44,8 @@ from jobq.http import FetchResult, HttpClient, redact
 from jobq.testing import LocalServer
 from jobq.work import check_main_guarded
 
+from .helpers import session_processes
+
 # ---- refusing duplicate ids: IdSet ---------------------------------------------------------
 
 # Ids near zero collide and form runs; huge and negative ones check that nothing assumes a
@@ -377,22 +379,6 @@ _GUARDED = 'if __name__ == "__main__":\n    asyncio.run(main())'
 _FAKE_GUARD = 'if __name__ in ("__main__", "__mp_main__"):\n    asyncio.run(main())'
 
 
-def _session_processes(session: int) -> list[int]:
-    """Pids of the processes (still) in this session - what a test leaves running."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue  # gone meanwhile
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[3]) == session and fields[0] != "Z":  # field 6 of stat: session id
-            pids.append(int(entry.name))
-    return pids
-
-
 def _run_script(tmp_path: Path, run: str) -> tuple[subprocess.CompletedProcess[str], float]:
     script = tmp_path / "pool_script.py"
     script.write_text(_SCRIPT.format(run=run))
@@ -410,7 +396,7 @@ def _run_script(tmp_path: Path, run: str) -> tuple[subprocess.CompletedProcess[s
     elapsed = time.monotonic() - start
     # The session is the script's own (start_new_session): whatever is in it, it started.
     deadline = time.monotonic() + 5.0
-    while (left := _session_processes(process.pid)) and time.monotonic() < deadline:
+    while (left := session_processes(process.pid)) and time.monotonic() < deadline:
         time.sleep(0.05)
     for pid in left:  # clean up before failing, so that one bad run leaves nothing behind
         os.kill(pid, 9)

@@ -38,6 +38,7 @@ from jobq.testing import LocalServer
 from jobq.trace import EventKind
 
 from . import workfns
+from .helpers import wait_for_file, wait_gone
 
 NO_RETRY = RetryPolicy(max_retries=0)
 
@@ -253,7 +254,7 @@ def test_cancelling_a_job_running_in_a_process_stops_the_process(tmp_path: Path)
     async def main() -> tuple[int, ResultStatus | None]:
         async with Pipeline(workers=2, executor="process") as pipe:
             handle = await pipe.submit(Blocking(workfns.sleeper, 6000, str(pidfile).encode()))
-            await asyncio.to_thread(workfns.wait_for_file, pidfile)
+            await asyncio.to_thread(wait_for_file, pidfile)
             handle.cancel()
             with pytest.raises(JobCancelledError):
                 await handle
@@ -263,7 +264,7 @@ def test_cancelling_a_job_running_in_a_process_stops_the_process(tmp_path: Path)
 
     pid, status = asyncio.run(main())
     assert status is ResultStatus.CANCELLED
-    assert workfns.wait_gone(pid)
+    assert wait_gone(pid)
 
 
 @pytest.mark.virtual_time
@@ -380,7 +381,7 @@ def test_a_timed_out_job_in_a_process_has_its_process_stopped(tmp_path: Path) ->
     began = time.monotonic()
     pid = asyncio.run(main())
     assert time.monotonic() - began < 30  # not the job's 600 s
-    assert workfns.wait_gone(pid)
+    assert wait_gone(pid)
 
 
 # -- values, retention, logging ----------------------------------------------------------------

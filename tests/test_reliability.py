@@ -34,7 +34,7 @@ from jobq import (
 from jobq.trace import Event, EventKind
 
 from . import workfns
-from .helpers import delayed_jobs
+from .helpers import delayed_jobs, session_processes, wait_for_file, wait_gone
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -191,32 +191,6 @@ def test_an_exception_the_parent_cannot_unpickle_fails_its_job_only() -> None:
 # -- 6 and 7. the drain deadline holds with CPU work; no process outlives shutdown -------------
 
 
-def _wait_exists(path: Path) -> None:
-    """Wait (in a thread, off the loop) until a work function has written `path`."""
-    end = time.monotonic() + HANG
-    while not path.exists():
-        assert time.monotonic() < end, f"{path} never appeared"
-        time.sleep(0.02)
-
-
-def _gone(pid: int) -> bool:
-    """Has process `pid` exited (a zombie waiting to be reaped counts as gone)?"""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return True
-    return "\nState:\tZ" in status
-
-
-def _wait_gone(pid: int, seconds: float = 5.0) -> bool:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        if _gone(pid):
-            return True
-        time.sleep(0.05)
-    return _gone(pid)
-
-
 def test_the_deadline_kills_a_cut_job_in_a_process(tmp_path: Path) -> None:
     # Used to: reported interrupted, but shutdown waited for it (57 s for this drill; forever
     # for an endless job) and the process ran on.
@@ -227,14 +201,14 @@ def test_the_deadline_kills_a_cut_job_in_a_process(tmp_path: Path) -> None:
                         drain_timeout=0.5)
         async with pipe:
             await pipe.submit(Job(1, str(pidfile).encode(), CpuBound(6000)))  # 600 s of work
-            await asyncio.to_thread(_wait_exists, pidfile)
+            await asyncio.to_thread(wait_for_file, pidfile)
             began = time.monotonic()
         return pipe.report, time.monotonic() - began  # type: ignore[return-value]
 
     report, took = asyncio.run(main())
     assert (report.cancelled_interrupted, report.lost) == (1, 0)
     assert took < HANG
-    assert _wait_gone(int(pidfile.read_text()))
+    assert wait_gone(int(pidfile.read_text()))
 
 
 def test_the_deadline_kills_an_isolated_retry_too(tmp_path: Path) -> None:
@@ -248,12 +222,12 @@ def test_the_deadline_kills_an_isolated_retry_too(tmp_path: Path) -> None:
                         retry=RetryPolicy(max_retries=2, base_delay=0.01))
         async with pipe:
             await pipe.submit(Job(1, str(pidfile).encode(), CpuBound(6000)))
-            await asyncio.to_thread(_wait_exists, pidfile)  # the isolated retry is running
+            await asyncio.to_thread(wait_for_file, pidfile)  # the isolated retry is running
         return pipe.report  # type: ignore[return-value]
 
     report = asyncio.run(main())
     assert (report.cancelled_interrupted, report.lost) == (1, 0)
-    assert _wait_gone(int(pidfile.read_text()))
+    assert wait_gone(int(pidfile.read_text()))
 
 
 def test_the_deadline_returns_even_with_a_job_running_in_a_thread(tmp_path: Path) -> None:
@@ -271,7 +245,7 @@ def test_the_deadline_returns_even_with_a_job_running_in_a_thread(tmp_path: Path
         async with pipe:
             await pipe.submit(Job(7, str(pidfile).encode(), CpuBound(15)))  # 1.5 s
             await pipe.submit(Job(8, b"", Delayed(0.01)))
-            await asyncio.to_thread(_wait_exists, pidfile)
+            await asyncio.to_thread(wait_for_file, pidfile)
             began = time.monotonic()
         return pipe.report, time.monotonic() - began  # type: ignore[return-value]
 
@@ -306,22 +280,6 @@ if __name__ == "__main__":
 """
 
 
-def _session_processes(sid: int) -> list[int]:
-    """Pids of the live processes in session `sid` (a subprocess started a new session)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()  # after "(command name)"
-        if int(fields[3]) == sid and fields[0] != "Z":
-            found.append(int(entry.name))
-    return found
-
-
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
 def test_a_crash_and_shutdown_script_exits_promptly_leaving_no_process(tmp_path: Path) -> None:
     # Used to: interpreter exit waited for the cut job's process (25 s; forever for an endless
@@ -339,9 +297,9 @@ def test_a_crash_and_shutdown_script_exits_promptly_leaving_no_process(tmp_path:
         assert child.returncode == 0, err
         assert out.startswith("report 4 "), (out, err)
         end = time.monotonic() + 5
-        while _session_processes(child.pid) and time.monotonic() < end:
+        while session_processes(child.pid) and time.monotonic() < end:
             time.sleep(0.05)
-        assert _session_processes(child.pid) == []
+        assert session_processes(child.pid) == []
 
 
 _KILLED = """
@@ -368,15 +326,15 @@ def test_pool_processes_exit_when_the_program_is_killed(tmp_path: Path) -> None:
     script.write_text(_KILLED.format(root=str(ROOT), pidfile=str(pidfile)))
     child = subprocess.Popen([sys.executable, str(script)], start_new_session=True)
     try:
-        _wait_exists(pidfile)
+        wait_for_file(pidfile)
         os.kill(child.pid, signal.SIGKILL)
         child.wait(HANG)
         end = time.monotonic() + 10
-        while _session_processes(child.pid) and time.monotonic() < end:
+        while session_processes(child.pid) and time.monotonic() < end:
             time.sleep(0.1)
-        assert _session_processes(child.pid) == []
+        assert session_processes(child.pid) == []
     finally:
-        for pid in _session_processes(child.pid):
+        for pid in session_processes(child.pid):
             os.kill(pid, signal.SIGKILL)
 
 

@@ -72,30 +72,6 @@ def unpicklable_result() -> object:
     return _NoWayBack()
 
 
-def wait_for_file(path: Path, seconds: float = 60.0) -> None:
-    """Wait (blocking: call it in a thread) until a work function has written `path`."""
-    end = time.monotonic() + seconds
-    while not path.exists():
-        if time.monotonic() > end:
-            raise TimeoutError(f"{path} never appeared")
-        time.sleep(0.02)
-
-
-def wait_gone(pid: int, seconds: float = 10.0) -> bool:
-    """Wait until process `pid` has exited (a zombie counts as exited)."""
-    end = time.monotonic() + seconds
-    while True:
-        try:
-            status = Path(f"/proc/{pid}/status").read_text()
-        except FileNotFoundError:
-            return True
-        if "\nState:\tZ" in status:
-            return True
-        if time.monotonic() > end:
-            return False
-        time.sleep(0.05)
-
-
 async def napping(seconds: float, *, fail: bool = False) -> float:
     """A Call job: sleep (on the loop's clock), then succeed or raise."""
     await asyncio.sleep(seconds)
