@@ -1,21 +1,26 @@
-"""`python -m jobq run ...` (or `jobq run ...`): a seeded mix of jobs through a Pipeline.
+"""`python -m jobq run ...` (or `jobq run ...`): jobs through a Pipeline, and how it went.
 
     python -m jobq run --jobs 200 --workers 4 --mix cpu=0.3,io=0.3,delay=0.4 --fail-rate 0.1
+    python -m jobq run examples.my_jobs:jobs --workers 4
 
-The command starts its own LocalServer for the io jobs, builds the jobs from `--seed`
-(same options, same jobs), runs them with a FailurePlan of `--fail-rate`, and prints how
-every job ended and the run's metrics as one aligned table. `--trace` and `--plot` save the
-events and a dashboard. Ctrl-C (SIGINT) or SIGTERM stops it gracefully; a second one cuts
-the jobs still running. The exit code says how it went (EXIT_CODES below).
+Without a TARGET the command runs a seeded mix: it starts its own LocalServer for the io
+jobs, builds the jobs from `--seed` (same options, same jobs), and runs them with a
+FailurePlan of `--fail-rate`. With TARGET (`module:function` or `path/to/file.py:function`)
+it runs your jobs instead: whatever that function returns or yields (see _Feed). Either way
+it prints how every job ended and the run's metrics as one aligned table; `--trace` and
+`--plot` save the events and a dashboard. Ctrl-C (SIGINT) or SIGTERM stops it gracefully;
+a second one cuts the jobs still running. The exit code says how it went (EXIT_CODES below).
 
 The problem: a command is judged by what it promises whatever happens around the process -
 a Ctrl-C at any moment (during start-up, twice in a row, while the dashboard is drawn), a
 reader that has gone (`| head -1`), a closed stderr (cron), a path that cannot be written,
-a full disk. Whatever happens, the exit code must say how it went, and the report and files
-must be written if they can be. So: one signal handler for the whole command that only
-records (`_Interrupts`), output paths checked before any job runs, and every write - the
-summary, each file, each status line - able to fail on its own without taking the others,
-or the exit code, with it.
+a full disk - and, with TARGET, whatever your code does: fail to import, raise, yield
+something that is not a job halfway through. Whatever happens, the exit code must say how it
+went, and the report and files must be written if they can be. So: one signal handler for
+the whole command that only records (`_Interrupts`), output paths and TARGET checked before
+any job runs, a TARGET that fails later stops the intake but never the jobs it made already,
+and every write - the summary, each file, each status line - able to fail on its own
+without taking the others, or the exit code, with it.
 """
 
 from __future__ import annotations
@@ -24,6 +29,9 @@ import argparse
 import asyncio
 import atexit
 import contextlib
+import difflib
+import importlib
+import inspect
 import math
 import os
 import random
@@ -32,15 +40,30 @@ import stat
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Sequence,
+    Sized,
+)
 from dataclasses import dataclass, fields
 from pathlib import Path
-from types import FrameType
+from types import FrameType, ModuleType
 from typing import IO, Any
 
+from jobq import validation as check
 from jobq.clock import run_virtual
-from jobq.errors import AccountingError, PipelineClosedError
-from jobq.jobs import AsyncIo, CpuBound, Delayed, Job, JobType
+from jobq.errors import (
+    AccountingError,
+    InvalidJobError,
+    NotImportableError,
+    PipelineClosedError,
+)
+from jobq.jobs import AsyncIo, Blocking, Call, CpuBound, Delayed, Job, JobType
 from jobq.metrics import Metrics
 from jobq.offload import ExecutorKind
 from jobq.pipeline import Pipeline, ShutdownReport
@@ -48,11 +71,19 @@ from jobq.retry import FailurePlan, RetryPolicy
 from jobq.testing import LocalServer
 from jobq.trace import Event, Trace
 
-__all__ = ["RunOptions", "build_parser", "format_table", "main", "make_jobs", "parse_mix"]
+__all__ = [
+    "RunOptions",
+    "Target",
+    "build_parser",
+    "format_table",
+    "main",
+    "make_jobs",
+    "parse_mix",
+]
 
 EXIT_OK = 0
 EXIT_DEAD_LETTERS = 1
-EXIT_USAGE = 2  # argparse's own code for a bad command line
+EXIT_USAGE = 2  # argparse's own code for a bad command line; also a TARGET that fails
 EXIT_INTERRUPTED = 3
 EXIT_INTERNAL = 4
 EXIT_OUTPUT = 5
@@ -61,17 +92,29 @@ EXIT_CODES = """\
 exit codes:
   0  every job succeeded
   1  the run finished, but some jobs were dead-lettered (failed every attempt)
-  2  bad command-line usage
+  2  bad command-line usage, or a TARGET that fails: it cannot be imported, is not a
+     function of no arguments, raises, or gives something that is not a job (the jobs it
+     gave before that still ran, and were reported)
   3  interrupted by SIGINT/SIGTERM (at any moment, start-up and output included): graceful
      shutdown ran, the report was printed, the files were written
   4  internal error: a job was lost (lost != 0) or a pipeline stage crashed - a bug in jobq
   5  output could not be written: the summary (stdout closed, or its reader gone), or the
      --trace / --plot file (a full disk); the jobs ran, stderr says what was lost
-  when several apply, the first of 4, 5, 3, 1 wins
+  when several apply, the first of 4, 2, 5, 3, 1 wins
 """
 
 KINDS = ("cpu", "io", "delay")
+# The seeded mix's own options, and their defaults. Their parser defaults are None, so that
+# _complete() can tell an option given from one left out: with TARGET, giving one is an
+# error.
+DEFAULT_JOBS = 200
 DEFAULT_MIX = "cpu=0.3,io=0.3,delay=0.4"
+DEFAULT_CPU_ITERATIONS = 50_000
+DEFAULT_MAX_DELAY = 0.2
+MIX_ONLY = {"jobs": "--jobs", "mix": "--mix", "cpu_iterations": "--cpu-iterations",
+            "max_delay": "--max-delay"}
+# Failing on purpose is how the seeded mix shows retries; your own jobs fail only when asked.
+DEFAULT_FAIL_RATE = 0.1
 # io jobs ask the local server to wait 0..IO_LATENCY_MAX real seconds: enough to overlap
 # requests, little enough that thousands of them still finish quickly.
 IO_LATENCY_MAX = 0.02
@@ -191,6 +234,17 @@ def parse_mix(text: str) -> dict[str, float]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `jobq` command line (its `run` command included). What parse_args() returns is
+    not complete yet: main() checks the combinations and fills in the defaults that depend
+    on TARGET (--jobs, --mix, --cpu-iterations, --max-delay and --fail-rate are None when
+    not given) before it makes RunOptions."""
+    return _parsers()[0]
+
+
+def _parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    """(the `jobq` parser, its `run` subparser). main() reports what only it can check - a
+    combination of options, TARGET - through the subparser, as argparse reports the rest:
+    "jobq run: error: ..." below the usage of `jobq run`."""
     # Raw description: keeps the epilog's exit-code table as written. Defaults are written
     # into each help text ("%(default)s"), so on/off flags do not show a confusing one.
     raw = argparse.RawDescriptionHelpFormatter
@@ -204,23 +258,33 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = commands.add_parser(
         "run",
-        help="run a seeded mix of cpu / io / delay jobs and print how it went",
-        description="Run a seeded mix of jobs through a jobq Pipeline and print a summary.\n"
+        help="run a seeded mix of cpu / io / delay jobs, or your own, and print how it went",
+        description="Run jobs through a jobq Pipeline and print a summary: a seeded mix of\n"
+                    "cpu / io / delay jobs, or your own - the jobs a function of yours\n"
+                    "returns or yields (TARGET):\n"
+                    "\n"
+                    "  python -m jobq run --jobs 200 --mix cpu=0.3,io=0.3,delay=0.4\n"
+                    "  python -m jobq run examples.my_jobs:jobs --workers 4\n"
+                    "\n"
                     "Ctrl-C or SIGTERM stops gracefully (drains); a second one cancels the\n"
                     "jobs still running.",
         epilog=EXIT_CODES,
         formatter_class=raw,
     )
+    run.add_argument("target", nargs="?", metavar="TARGET",
+                     help="your jobs: module:function (examples.my_jobs:jobs, looked up from "
+                          "the current directory first) or path/to/file.py:function. The "
+                          "function is called with no arguments, may be async, and returns "
+                          "or yields the jobs: Job(...)s or bare job types (Call, Blocking, "
+                          "CpuBound, AsyncIo, Delayed). Without TARGET: the seeded mix below")
     size = run.add_argument_group("the run")
-    size.add_argument("--jobs", type=_integer(1), default=200, metavar="N",
-                      help="how many jobs to submit (default: %(default)s)")
     size.add_argument("--workers", type=_integer(1), default=4, metavar="N",
                       help="jobs running at once (default: %(default)s)")
     size.add_argument("--capacity", type=_integer(1), default=10, metavar="N",
                       help="queue capacity: the producer waits while this many jobs are "
                            "queued (default: %(default)s)")
     size.add_argument("--executor", choices=("process", "thread", "inline"), default="process",
-                      help="where cpu jobs run (default: %(default)s)")
+                      help="where CpuBound and Blocking jobs run (default: %(default)s)")
     size.add_argument("--virtual-time", action="store_true",
                       help="run on jobq's virtual clock: delays and backoffs are skipped while "
                            "no real work (an io request, a cpu job) is in flight")
@@ -229,22 +293,27 @@ def build_parser() -> argparse.ArgumentParser:
                            "and running jobs finish before they are cancelled "
                            "(default: %(default)s)")
 
-    mix = run.add_argument_group("the jobs")
-    mix.add_argument("--mix", type=parse_mix, default=DEFAULT_MIX, metavar="KIND=SHARE,...",
-                     help="shares of cpu / io / delay jobs, adding up to 1 "
-                          "(default: %(default)s)")
-    mix.add_argument("--seed", type=_integer(), default=1, metavar="N",
-                     help="seeds the job mix, the delays, the io latencies and the failures "
-                          "(default: %(default)s)")
-    mix.add_argument("--cpu-iterations", type=_integer(0), default=50_000, metavar="N",
-                     help="work per cpu job, about 0.2 us per iteration (default: %(default)s)")
-    mix.add_argument("--max-delay", type=_seconds, default=0.2, metavar="S",
-                     help="delay jobs sleep a uniform 0..S seconds (default: %(default)s)")
+    mix = run.add_argument_group(
+        "the seeded mix", "without TARGET only: with TARGET, your function makes the jobs,\n"
+                          "and these options are refused")
+    mix.add_argument("--jobs", type=_integer(1), metavar="N",
+                     help=f"how many jobs to submit (default: {DEFAULT_JOBS})")
+    mix.add_argument("--mix", type=parse_mix, metavar="KIND=SHARE,...",
+                     help=f"shares of cpu / io / delay jobs, adding up to 1 "
+                          f"(default: {DEFAULT_MIX})")
+    mix.add_argument("--cpu-iterations", type=_integer(0), metavar="N",
+                     help=f"work per cpu job, about 0.2 us per iteration "
+                          f"(default: {DEFAULT_CPU_ITERATIONS})")
+    mix.add_argument("--max-delay", type=_seconds, metavar="S",
+                     help=f"delay jobs sleep a uniform 0..S seconds (default: {DEFAULT_MAX_DELAY})")
 
     fail = run.add_argument_group("failures")
-    fail.add_argument("--fail-rate", type=_fraction, default=0.1, metavar="P",
-                      help="probability that any one attempt fails on purpose "
-                           "(default: %(default)s)")
+    fail.add_argument("--fail-rate", type=_fraction, metavar="P",
+                      help=f"probability that any one attempt fails on purpose, to watch retries "
+                           f"(default: {DEFAULT_FAIL_RATE}; with TARGET: 0)")
+    fail.add_argument("--seed", type=_integer(), default=1, metavar="N",
+                      help="seeds the failures, and the seeded mix: its jobs, delays and io "
+                           "latencies (default: %(default)s)")
     fail.add_argument("--retries", type=_integer(0), default=3, metavar="N",
                       help="retries after a failed attempt before the job is dead-lettered "
                            "(default: %(default)s)")
@@ -260,9 +329,38 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--no-progress", dest="progress", action="store_false",
                      help="do not draw the progress bar (on stderr)")
     out.add_argument("--bounded-memory", action="store_true",
-                     help="keep no events and no results (memory does not grow with --jobs); "
-                          "--trace is then streamed to its file; --plot is not possible")
-    return parser
+                     help="keep no events and no results (memory does not grow with the "
+                          "number of jobs); --trace is then streamed to its file; --plot is "
+                          "not possible")
+    return parser, run
+
+
+def _complete(run: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Check what argparse cannot check alone, and fill in the defaults that depend on
+    TARGET. Exits with code 2 (run.error) at the first problem, as argparse does."""
+    if args.bounded_memory and args.plot:
+        run.error("argument --plot: not possible with --bounded-memory, which keeps no events "
+                  "to draw (use --trace to stream them to a file)")
+    if args.target is not None:
+        # Refused, not ignored: `--jobs 50` with TARGET surely expects 50 jobs, and would
+        # silently get whatever the function makes.
+        for name, flag in MIX_ONLY.items():
+            if getattr(args, name) is not None:
+                run.error(f"argument {flag}: not possible with TARGET {args.target!r}, whose "
+                          f"function makes the jobs ({', '.join(MIX_ONLY.values())} shape "
+                          f"the seeded mix only)")
+        # Imported now, after every option was checked and before anything starts: a typo in
+        # TARGET is a usage error, like a typo in an option.
+        try:
+            args.target = _load_target(args.target)
+        except _TargetError as exc:
+            run.error(f"argument TARGET {args.target!r}: {exc}")
+    defaults = {"jobs": DEFAULT_JOBS, "mix": parse_mix(DEFAULT_MIX),
+                "cpu_iterations": DEFAULT_CPU_ITERATIONS, "max_delay": DEFAULT_MAX_DELAY,
+                "fail_rate": DEFAULT_FAIL_RATE if args.target is None else 0.0}
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
 
 
 @dataclass(frozen=True)
@@ -286,6 +384,7 @@ class RunOptions:
     plot: Path | None
     progress: bool
     bounded_memory: bool
+    target: Target | None  # None: the seeded mix (jobs, mix, cpu_iterations, max_delay)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> RunOptions:
@@ -312,6 +411,305 @@ def make_jobs(options: RunOptions, ok_url: str | None) -> Iterator[Job]:
         else:
             job_type = Delayed(rng.uniform(0, options.max_delay))
         yield Job(job_id, f"job {job_id}".encode(), job_type)
+
+
+# -- your own jobs: TARGET ----------------------------------------------------------------
+# `jobq run module:function` takes its jobs from a function of yours. What can be checked
+# without running it - the module imports, the name is there, it is a function that needs no
+# arguments - is checked with the command line (_load_target): a mistake there is a usage
+# error, found before anything starts. What the function does is found out as it runs
+# (_Feed).
+
+# What a TARGET may give: a Job, or a bare job type (the pipeline gives it the next free id).
+ITEM_TYPES = (Job, CpuBound, AsyncIo, Delayed, Call, Blocking)
+_ITEM_NAMES = "a Job or a job type (Call, Blocking, CpuBound, AsyncIo, Delayed)"
+
+
+class _TargetError(Exception):
+    """TARGET cannot be used, or failed while making the jobs. One line: it is printed as
+    the reason the command exits with code 2. (The command's own, never raised out of it:
+    jobq.errors holds the errors of the library.)"""
+
+
+@dataclass(frozen=True)
+class Target:
+    """TARGET, imported: the text as given (`examples.my_jobs:jobs`) and the function."""
+
+    text: str
+    function: Callable[[], object]
+
+
+def _load_target(text: str) -> Target:
+    """Import the function `text` names - `module:function` or `path/to/file.py:function`
+    (the function part may be dotted: `module:obj.method`) - without calling it. Raises
+    _TargetError saying what is wrong.
+
+    A module name is looked up from the current directory first, as `python -m` does - for
+    the `jobq` console script too, which would not otherwise look there. A file is imported
+    as a module named after it, from its own directory, as `python path/to/file.py` runs
+    it. Either way the function has an importable name, and a process pool needs one: a
+    Blocking job's function is sent to the pool's processes by name, and each of them starts
+    with a copy of our sys.path (multiprocessing sends it), so it finds the module too.
+    """
+    where, colon, name = text.rpartition(":")
+    if not (colon and where and name):
+        missing = "module" if colon and not where else "function"
+        raise _TargetError(f"names no {missing}: write MODULE:FUNCTION (examples.my_jobs:jobs) "
+                           f"or PATH.py:FUNCTION (examples/my_jobs.py:jobs)")
+    if where.endswith(".py") or "/" in where or os.sep in where:
+        module = _import_file(where)
+    else:
+        if not all(part.isidentifier() for part in where.split(".")):
+            raise _TargetError(f"{where!r} is neither a module name (package.module) nor a "
+                               f"path to a .py file")
+        _look_in_first(os.getcwd())
+        module = _import(where)
+    function = _attribute(module, name)
+    return Target(text, function)
+
+
+def _look_in_first(directory: str) -> None:
+    """Put `directory` first on sys.path, unless it is on it already (`python -m` puts the
+    current directory there, as "" or as its path)."""
+    if directory in sys.path or (directory == os.getcwd() and "" in sys.path):
+        return
+    sys.path.insert(0, directory)
+
+
+def _import_file(where: str) -> ModuleType:
+    path = Path(where)
+    if path.suffix != ".py":
+        raise _TargetError(f"{where!r} is not a .py file")
+    if not path.is_file():
+        raise _TargetError(f"there is no file {where!r}")
+    name = path.stem
+    if not name.isidentifier():
+        raise _TargetError(f"{where!r} cannot be imported: {name!r} is not a module name "
+                           f"(letters, digits and _ only; rename the file)")
+    _look_in_first(str(path.resolve().parent))
+    module = _import(name)
+    # Imported by its name, so the name may be taken: by a module imported already (the
+    # standard library's `queue`, say) or by one found earlier on sys.path. Running that
+    # one instead would be a confusing mistake.
+    found = getattr(module, "__file__", None)
+    if found is None or Path(found).resolve() != path.resolve():
+        taken_by = _shown_path(found) if found else "a built-in module"
+        raise _TargetError(f"{where!r} cannot be imported as module {name!r}: that name is "
+                           f"taken by {taken_by} - rename the file")
+    return module
+
+
+def _import(name: str) -> ModuleType:
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        # Not found: the module itself (or its package), or something *it* imports?
+        missing = exc.name or ""
+        if missing and (name == missing or name.startswith(missing + ".")):
+            raise _TargetError(f"no module named {missing!r} (looked in the current directory, "
+                               f"{os.getcwd()}, then the installed packages)") from None
+        raise _TargetError(f"importing {name!r} failed: {_failure(exc)}") from None
+    except (Exception, SystemExit) as exc:  # a module may run anything when imported
+        raise _TargetError(f"importing {name!r} failed: {_failure(exc)}") from None
+
+
+def _attribute(module: ModuleType, dotted: str) -> Callable[[], object]:
+    """The function `dotted` names in `module`, checked to be callable with no arguments."""
+    value: object = module
+    owner = f"module {module.__name__!r}"  # what `value` is, for messages
+    walked = [module.__name__]
+    for part in dotted.split("."):
+        try:
+            value = getattr(value, part)
+        except AttributeError:
+            close = difflib.get_close_matches(part, dir(value), n=1)
+            hint = f" - did you mean {close[0]!r}?" if close else ""
+            raise _TargetError(f"{owner} has no attribute {part!r}{hint}") from None
+        walked.append(part)
+        owner = ".".join(walked)
+    if not callable(value):
+        raise _TargetError(f"{owner} is {_a(value)} {check.shown(value)}, not a function")
+    try:
+        signature: inspect.Signature | None = inspect.signature(value)
+    except (TypeError, ValueError):  # no signature to read (some built-ins): calling will tell
+        signature = None
+    if signature is not None:
+        try:
+            signature.bind()
+        except TypeError:
+            needed = [name for name, parameter in signature.parameters.items()
+                      if parameter.default is parameter.empty
+                      and parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)]
+            raise _TargetError(f"{owner} needs arguments ({', '.join(needed)}); TARGET's "
+                               f"function is called with none") from None
+    return value
+
+
+class _Feed:
+    """The run's jobs, taken one at a time as the producer asks for them (so a generator of
+    a million jobs is never a list): the seeded mix, or what TARGET's function gives.
+
+    TARGET's function is your code, and may fail at two moments:
+    * when called (`open`): it raises, or returns something that is not jobs. No job exists
+      yet, so nothing runs: _TargetError, exit 2 - like a bad command line.
+    * while the jobs are taken (`submit_all`): its generator raises, or gives an item that
+      is not a job, or one submit refuses (a duplicate id). The jobs taken before were
+      accepted - a promise - so they still run and are reported. The failure is kept in
+      `error`, no more jobs are taken, and the run drains as if it had ended; exit 2.
+    """
+
+    def __init__(self, target: Target | None, mix: Iterator[Job] | None = None,
+                 total: int | None = None) -> None:
+        self.target = target
+        self._items: Iterable[object] | AsyncIterable[object] | None = mix
+        self._iterator: Iterator[object] | AsyncIterator[object] | None = None
+        self.total = total  # known up front for the mix, and for a TARGET that gives a list
+        self.accepted = 0
+        self.error: str | None = None  # why TARGET stopped giving jobs; None: it did not fail
+
+    def describe(self, options: RunOptions) -> str:
+        """For the "started:" line."""
+        if self.target is None:
+            return f"{options.jobs} jobs"
+        return f"the jobs of {self.target.text}"
+
+    async def open(self) -> None:
+        """Call TARGET's function - awaiting what it returns, if that is awaitable - and check
+        that the jobs it gave can be iterated. Raises _TargetError."""
+        if self.target is None:
+            return
+        name = self.target.text
+        try:
+            made = self.target.function()
+            if inspect.isawaitable(made):  # an async def, or a function returning a future
+                made = await made
+        except (Exception, SystemExit) as exc:  # your code: anything may come out of it
+            raise _TargetError(f"TARGET {name!r} raised {_failure(exc)}; no job ran") from None
+        if isinstance(made, ITEM_TYPES):
+            raise _TargetError(f"TARGET {name!r} returned a single {type(made).__name__}, not "
+                               f"jobs: return a list of jobs, or yield them; no job ran")
+        if isinstance(made, (str, bytes)) or not isinstance(made, (Iterable, AsyncIterable)):
+            what = "None" if made is None else f"{_a(made)} {check.shown(made)}"
+            raise _TargetError(
+                f"TARGET {name!r} returned {what}, not jobs: return or yield them (an "
+                f"iterable, an async iterable, or a coroutine giving one); no job ran")
+        if isinstance(made, Sized):
+            self.total = len(made)
+        self._items = made
+
+    async def submit_all(self, pipe: Pipeline) -> None:
+        """Submit every job, in order, each waiting for space in the queue. TARGET's failure
+        ends it early (kept in `error`); PipelineClosedError (shutdown began) is raised."""
+        try:
+            while (item := await self._next()) is not _END:
+                try:
+                    await pipe.submit(self._check(item))
+                except (InvalidJobError, NotImportableError) as exc:  # a duplicate id, say
+                    if self.target is None:
+                        raise  # a bug in make_jobs
+                    raise _TargetError(f"gave a job the pipeline refused, its item "
+                                       f"{self.accepted + 1}: {str(exc).rstrip('.')}") from None
+                self.accepted += 1
+        except _TargetError as exc:
+            assert self.target is not None
+            self.error = f"TARGET {self.target.text!r} {exc}"
+        finally:
+            await self.close()
+
+    async def _next(self) -> object:
+        """The next item, or _END. TARGET's failure comes out as _TargetError."""
+        try:
+            if self._iterator is None:
+                assert self._items is not None, "open() first"
+                items = self._items
+                self._iterator = aiter(items) if isinstance(items, AsyncIterable) else iter(items)
+            if isinstance(self._iterator, AsyncIterator):
+                return await anext(self._iterator)
+            return next(self._iterator)
+        except (StopIteration, StopAsyncIteration):
+            return _END
+        except (Exception, SystemExit) as exc:
+            if self.target is None:
+                raise
+            raise _TargetError(f"raised {_failure(exc)} when asked for its item "
+                               f"{self.accepted + 1}") from None
+
+    def _check(self, item: object) -> Job | JobType:
+        """`item` if it is a job; else _TargetError, saying what to give instead."""
+        if isinstance(item, ITEM_TYPES):
+            return item
+        position = f"its item {self.accepted + 1}"
+        if inspect.iscoroutine(item):
+            # `yield fetch(1)` for `yield Call(fetch, 1)`: the commonest slip. Closed, so
+            # Python does not add a "never awaited" warning to our message.
+            name = getattr(item, "__qualname__", "fn")
+            item.close()
+            raise _TargetError(f"gave a coroutine, {name}(...), as {position}, not "
+                               f"{_ITEM_NAMES}: give Call({name}, ...) - the function and its "
+                               f"arguments - not {name}(...)")
+        hint = ""
+        if callable(item):
+            hint = ": wrap a function - Call(fn, ...) for async def, Blocking(fn, ...) for def"
+        raise _TargetError(f"gave {_a(item)} {check.shown(item)} as {position}, not "
+                           f"{_ITEM_NAMES}{hint}")
+
+    async def close(self) -> None:
+        """Close TARGET's generator, if it has one: its `finally` blocks run now, on this
+        loop (an async generator left open would be finalised by the loop, late, or not at
+        all). Idempotent."""
+        iterator, self._iterator = self._iterator, None
+        # getattr: an iterator need not be a generator (a list's has nothing to close).
+        try:
+            if isinstance(iterator, AsyncIterator):
+                aclose = getattr(iterator, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+            elif iterator is not None:
+                close = getattr(iterator, "close", None)
+                if close is not None:
+                    close()
+        except (Exception, SystemExit) as exc:
+            if self.target is not None and self.error is None:
+                self.error = (f"TARGET {self.target.text!r} raised {_failure(exc)} when its "
+                              f"generator was closed")
+
+
+_END = object()  # what _Feed._next returns when the jobs have run out
+
+
+def _a(value: object) -> str:
+    """'a str', 'an int': the type of `value`, with its article."""
+    name = type(value).__name__
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
+
+
+def _failure(exc: BaseException) -> str:
+    """`exc` in one line, with where it was raised: 'ValueError: no (my_jobs.py, line 12)'."""
+    text = " ".join(str(exc).split()).rstrip(".")  # one line, whatever the message holds
+    what = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    where = _where(exc)
+    return f"{what} ({where})" if where else what
+
+
+def _where(exc: BaseException) -> str | None:
+    """The line of *your* code the exception came from: the innermost frame outside jobq,
+    the standard library and the installed packages - `Delayed(-1)` fails inside jobq, but
+    the line to fix is the one that wrote it. None if there is no such frame (a SyntaxError
+    names its line in its message; importlib is all its traceback holds)."""
+    library = tuple({os.path.dirname(os.path.abspath(__file__)) + os.sep,
+                     os.path.join(sys.prefix, ""), os.path.join(sys.base_prefix, "")})
+    yours = [frame for frame in traceback.extract_tb(exc.__traceback__)
+             if not frame.filename.startswith("<")  # "<frozen importlib._bootstrap>"
+             and not os.path.abspath(frame.filename).startswith(library)]
+    if not yours:
+        return None
+    return f"{_shown_path(yours[-1].filename)}, line {yours[-1].lineno}"
+
+
+def _shown_path(filename: str) -> str:
+    """A path relative to the current directory if it is below it, else as it is."""
+    relative = os.path.relpath(filename)
+    return filename if relative.startswith("..") else relative
 
 
 # -- status lines, and streams that fail --------------------------------------------------
@@ -446,13 +844,20 @@ class _Interrupts:
                 os.write(2, f"jobq: {sig.name}: the jobs have ended; finishing the output, "
                             "then exiting\n".encode())
 
-    def attach(self, pipe: Pipeline, drain_timeout: float, progress: bool) -> asyncio.Event:
+    def attach(self, drain_timeout: float, progress: bool) -> asyncio.Event:
         """The run begins (on its loop): from now on signals are acted on as they come.
-        Returns the event a first signal sets: "stop producing and drain"."""
-        self._pipe, self._drain_timeout, self._progress = pipe, drain_timeout, progress
+        Returns the event a first signal sets: "stop producing and drain" - also before the
+        pipeline exists, while TARGET's function is called (a slow one is then cancelled)."""
+        self._drain_timeout, self._progress = drain_timeout, progress
         self._stopping = asyncio.Event()
         self._loop = asyncio.get_running_loop()
         return self._stopping
+
+    def watch(self, pipe: Pipeline) -> None:
+        """The run's pipeline exists: a second signal from now on cancels its running jobs.
+        (One that came before had none to cancel: the first one stopped the run before it
+        submitted any.)"""
+        self._pipe = pipe
 
     def detach(self) -> None:
         """The run is over: signals from now on are recorded for the exit code only."""
@@ -474,7 +879,7 @@ class _Interrupts:
 
     def act(self) -> None:
         """On the loop: act on every signal not acted on yet, in the order they came."""
-        if self._pipe is None or self._stopping is None:
+        if self._stopping is None:
             return  # the run is over (a callback scheduled just before it ended)
         while self.acted < len(self.received):
             sig = self.received[self.acted]
@@ -487,7 +892,8 @@ class _Interrupts:
             elif self.acted == 2:
                 _say(f"{sig.name} again: cancelling the jobs still running",
                      new_line=self._progress)
-                self._pipe.token.cancel()  # "stop now": the drain ends, running jobs are cut
+                if self._pipe is not None:
+                    self._pipe.token.cancel()  # "stop now": the drain ends, running jobs are cut
 
 
 # -- running ------------------------------------------------------------------------------
@@ -499,19 +905,23 @@ class _TraceFile:
     The command keeps the file itself, as a listener of the run's Trace, so a write that
     fails - a full disk - is its to handle: writing stops, the first error is kept, and the
     run goes on (the jobs do not depend on their trace); it is reported with the rest of
-    the output (exit 5).
+    the output (exit 5). The file is opened (emptied) at the first event, not before: a
+    TARGET that fails before the run leaves it as it was.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.error: OSError | None = None
         self._file: IO[str] | None = None
-        try:
-            self._file = open(path, "w", encoding="utf-8")  # noqa: SIM115 - see close()
-        except OSError as exc:
-            self.error = exc
+        self._opened = False
 
     def write(self, event: Event) -> None:
+        if not self._opened:
+            self._opened = True
+            try:
+                self._file = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 - close()
+            except OSError as exc:
+                self.error = exc
         if self._file is not None:
             try:
                 self._file.write(event.to_json() + "\n")
@@ -534,61 +944,75 @@ class _TraceFile:
                 file.close()
 
 
-async def _produce_and_drain(pipe: Pipeline, jobs: Iterator[Job]) -> None:
+async def _produce_and_drain(pipe: Pipeline, feed: _Feed, progress: bool) -> None:
     try:
-        await pipe.submit_many(jobs)
+        await feed.submit_all(pipe)
     except PipelineClosedError:
         # Shutdown began while we waited for space: a second signal cancelled pipe.token
         # ("stop now") before the first had stopped us, or a stage crashed (shutdown()
         # raises about that). The job in hand was not accepted, so nothing is lost: stop
         # producing, as a producer that was cancelled does.
         return
+    if feed.error is not None:
+        # Said now, not only at the end: the jobs accepted before may take a while to drain.
+        _say(f"{feed.error}; no more jobs are taken from it (those accepted before still "
+             f"run: {feed.accepted})", new_line=progress)
     await pipe.wait_drained()
 
 
-async def _produce_until_stopped(pipe: Pipeline, jobs: Iterator[Job],
-                                 stopping: asyncio.Event) -> None:
-    """Submit every job and wait for them, unless `stopping` is set first."""
-    work = asyncio.create_task(_produce_and_drain(pipe, jobs))
+async def _until_stopped(work: Coroutine[Any, Any, None], stopping: asyncio.Event) -> None:
+    """Run `work` to its end, unless `stopping` is set first: then cancel it - a job not yet
+    accepted is not submitted, a TARGET function still working is cancelled."""
+    task = asyncio.create_task(work)
     stop = asyncio.create_task(stopping.wait())
     try:
-        await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         stop.cancel()
-        work.cancel()  # after a signal: stop producing; a job not yet accepted is not submitted
-        await asyncio.wait({work, stop})
-    if not work.cancelled():
-        work.result()  # a crash of the pipeline is not hidden
+        task.cancel()
+        await asyncio.wait({task, stop})
+    if not task.cancelled():
+        task.result()  # a crash of the pipeline, or TARGET's failure, is not hidden
 
 
 async def _execute(
-    options: RunOptions, jobs: Iterator[Job], interrupts: _Interrupts,
-    trace_file: _TraceFile | None,
+    options: RunOptions, feed: _Feed, interrupts: _Interrupts, trace_file: _TraceFile | None,
 ) -> tuple[Pipeline, ShutdownReport]:
-    """Run `jobs` until done or interrupted; (the pipeline, its report)."""
-    pipe = _make_pipeline(options, trace_file)
-    stopping = interrupts.attach(pipe, options.drain_timeout, options.progress)
+    """Run the jobs of `feed` until done or interrupted; (the pipeline, its report). Raises
+    _TargetError if TARGET's function fails when called: then nothing ran."""
+    stopping = interrupts.attach(options.drain_timeout, options.progress)
     try:
         # Printed once signals are acted on as they come (a test waits for it before it sends
         # a signal), and before the pipeline starts and draws its progress bar.
         clock = "virtual" if options.virtual_time else "real"
-        _say(f"started: {options.jobs} jobs, {options.workers} workers, "
+        _say(f"started: {feed.describe(options)}, {options.workers} workers, "
              f"{options.executor} executor, {clock} time")
-        async with pipe:
-            interrupts.act()  # signals recorded during start-up: the run begins stopped
+        interrupts.act()  # signals recorded during start-up: the run begins stopped
+        try:
             if not stopping.is_set():
-                await _produce_until_stopped(pipe, jobs, stopping)
-            # On a normal end everything has drained already; after a signal the deadline
-            # applies (a second signal cuts it short through pipe.token).
-            report = await pipe.shutdown(
-                drain_timeout=options.drain_timeout if stopping.is_set() else None
-            )
+                # TARGET's function is called on the run's loop (and clock): it may be async.
+                # Before the pipeline exists, which can then show a total if it is known.
+                await _until_stopped(feed.open(), stopping)
+            pipe = _make_pipeline(options, trace_file, feed.total)
+            interrupts.watch(pipe)
+            async with pipe:
+                if not stopping.is_set():
+                    await _until_stopped(_produce_and_drain(pipe, feed, options.progress),
+                                         stopping)
+                # On a normal end everything has drained already; after a signal the deadline
+                # applies (a second signal cuts it short through pipe.token).
+                report = await pipe.shutdown(
+                    drain_timeout=options.drain_timeout if stopping.is_set() else None
+                )
+        finally:
+            await feed.close()  # a generator stopped by a signal, or never started
         return pipe, report
     finally:
         interrupts.detach()
 
 
-def _make_pipeline(options: RunOptions, trace_file: _TraceFile | None) -> Pipeline:
+def _make_pipeline(options: RunOptions, trace_file: _TraceFile | None,
+                   total: int | None) -> Pipeline:
     trace: bool | Trace = True
     if options.bounded_memory:
         # No events and no results in memory; the trace file, if any, is written as we go.
@@ -604,7 +1028,7 @@ def _make_pipeline(options: RunOptions, trace_file: _TraceFile | None) -> Pipeli
         trace=trace,
         keep_results=not options.bounded_memory,
         progress=options.progress,
-        total=options.jobs,
+        total=total,  # None: a bar that counts, without a percentage
     )
 
 
@@ -631,7 +1055,8 @@ def format_table(sections: Sequence[tuple[str, Sequence[tuple[str, str]]]]) -> s
 
 def _summary(options: RunOptions, report: ShutdownReport, metrics: Metrics, wall: float) -> str:
     clock = "virtual" if options.virtual_time else "real"
-    run_rows = [
+    run_rows = [("jobs from", options.target.text)] if options.target is not None else []
+    run_rows += [
         ("workers / queue capacity", f"{options.workers} / {options.capacity}"),
         ("executor", options.executor),
         ("clock", clock),
@@ -646,18 +1071,20 @@ def _summary(options: RunOptions, report: ShutdownReport, metrics: Metrics, wall
     ])
 
 
-def _exit_code(report: ShutdownReport, interrupts: _Interrupts,
-               output_lost: bool) -> tuple[int, str]:
-    """(exit code, the outcome in words). When several apply: 4, then 5, then 3, then 1 -
-    a lost job is a bug whatever else happened, and 3 promises the report and the files,
-    some of which 5 says are missing."""
+def _exit_code(report: ShutdownReport, interrupts: _Interrupts, output_lost: bool,
+               feed: _Feed) -> tuple[int, str]:
+    """(exit code, the outcome in words). When several apply: 4, then 2, then 5, then 3,
+    then 1 - a lost job is a bug whatever else happened; a TARGET that failed means the run
+    was not the one asked for, whatever became of it; and 3 promises the report and the
+    files, some of which 5 says are missing."""
     if report.lost:
         return EXIT_INTERNAL, f"{report.lost} jobs were lost - a bug in jobq"
     if interrupts.acted:
         code, outcome = EXIT_INTERRUPTED, "interrupted; shut down gracefully"
     else:
         if report.succeeded == report.submitted:
-            code, outcome = EXIT_OK, f"all {report.submitted} jobs succeeded"
+            code = EXIT_OK
+            outcome = f"all {report.submitted} jobs succeeded" if report.submitted else "no job ran"
         else:
             code = EXIT_DEAD_LETTERS
             outcome = f"{report.submitted - report.succeeded} jobs did not succeed"
@@ -666,6 +1093,8 @@ def _exit_code(report: ShutdownReport, interrupts: _Interrupts,
             outcome += f"; interrupted ({interrupts.received[0].name}) while writing the output"
     if output_lost:
         code, outcome = EXIT_OUTPUT, f"{outcome}, but some output could not be written"
+    if feed.target is not None and feed.error is not None:
+        code, outcome = EXIT_USAGE, f"TARGET {feed.target.text!r} failed (see above); {outcome}"
     return code, outcome
 
 
@@ -744,19 +1173,28 @@ def _write_output(options: RunOptions, pipe: Pipeline, report: ShutdownReport, w
 def run_command(options: RunOptions, interrupts: _Interrupts) -> int:
     """`jobq run`: returns the exit code. `interrupts`: main()'s signal handling."""
     # The server runs in a thread of its own with real time (see jobq.testing), so it keeps
-    # answering whatever clock the jobs run on.
-    server = LocalServer().start() if options.mix["io"] > 0 else None
+    # answering whatever clock the jobs run on. Only the seeded mix's io jobs use it.
+    needs_server = options.target is None and options.mix["io"] > 0
+    server = LocalServer().start() if needs_server else None
     trace_file = _TraceFile(options.trace) if options.trace and options.bounded_memory else None
     try:
-        jobs = make_jobs(options, server.url("/ok") if server else None)
+        if options.target is not None:
+            feed = _Feed(options.target)
+        else:
+            feed = _Feed(None, make_jobs(options, server.url("/ok") if server else None),
+                         total=options.jobs)
         started = time.perf_counter()
-        run = _execute(options, jobs, interrupts, trace_file)
+        run = _execute(options, feed, interrupts, trace_file)
         if options.virtual_time:
             # No virtual deadline: the run ends when its jobs do, or at Ctrl-C.
             pipe, report = run_virtual(run, deadline=None)
         else:
             pipe, report = asyncio.run(run)
         wall = time.perf_counter() - started
+    except _TargetError as exc:
+        # TARGET's function failed when called: no job exists, nothing ran, nothing to report.
+        _say(f"{exc} (exit {EXIT_USAGE})")
+        return EXIT_USAGE
     except AccountingError as exc:
         _say(f"internal accounting error: {exc}")
         return EXIT_INTERNAL
@@ -773,7 +1211,7 @@ def run_command(options: RunOptions, interrupts: _Interrupts) -> int:
             trace_file.close()
 
     written = _write_output(options, pipe, report, wall, trace_file)
-    code, outcome = _exit_code(report, interrupts, output_lost=not written)
+    code, outcome = _exit_code(report, interrupts, output_lost=not written, feed=feed)
     _say(f"{outcome} (exit {code})")
     return code
 
@@ -793,12 +1231,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     interrupts = _Interrupts()
     interrupts.catch()
     try:
-        parser = build_parser()
+        parser, run = _parsers()
         args = parser.parse_args(argv)
-        if args.bounded_memory and args.plot:
-            # parser.error prints usage and exits with code 2, like any other usage error.
-            parser.error("argument --plot: not possible with --bounded-memory, which keeps "
-                         "no events to draw (use --trace to stream them to a file)")
+        _complete(run, args)  # exits with code 2, like any other usage error
         code = run_command(RunOptions.from_args(args), interrupts)
     finally:
         if argv is not None:

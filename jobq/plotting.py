@@ -20,6 +20,7 @@ notebook (inline) or the test run (MPLBACKEND=Agg) does.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import pairwise
 from typing import TYPE_CHECKING, Literal
@@ -67,6 +68,21 @@ KIND_COLOURS: dict[str, str] = {
     "delay": "#AA3377",
     "unknown": "#BBBBBB",
 }
+# Your own jobs are named after their function: each name gets a colour of this palette
+# (Paul Tol's "muted"), chosen from the name itself, so a function has the same colour in
+# every plot and every run.
+FUNCTION_COLOURS = ("#CC6677", "#332288", "#DDCC77", "#117733", "#882255", "#44AA99",
+                    "#999933", "#88CCEE")
+
+
+def colour_of_kind(kind: str, colours: Mapping[str, str] = KIND_COLOURS) -> str:
+    """The colour of a job kind: the seed's kinds have their own, a function name gets one
+    of FUNCTION_COLOURS (by a checksum of the name: the same in every run)."""
+    if kind in colours:
+        return colours[kind]
+    return FUNCTION_COLOURS[zlib.crc32(kind.encode()) % len(FUNCTION_COLOURS)]
+
+
 BLOCKED_COLOUR = "#EE7733"  # producer waiting: the shading of plot_backpressure
 QUEUE_COLOUR = "#4477AA"
 
@@ -129,7 +145,7 @@ def _draw_spans(
     total = max((s.end for s in spans), default=0.0) - min((s.start for s in spans), default=0.0)
     for key in order:
         group = groups[key]
-        colour = colour_of.get(key, "#BBBBBB")
+        colour = colour_of_kind(key, colour_of)
         if len(spans) <= _PATCH_BARS_UP_TO:
             ys = [row[getattr(s, row_of)] for s in group]
             ax.barh(ys, [s.duration for s in group], left=[s.start for s in group],
@@ -150,7 +166,7 @@ def _draw_spans(
         instant = [s for s in group if s.duration == 0]
         if instant:
             ax.plot([s.start for s in instant], [row[getattr(s, row_of)] for s in instant],
-                    "|", color=colour_of.get(key, "#BBBBBB"), markersize=14, mew=2)
+                    "|", color=colour_of_kind(key, colour_of), markersize=14, mew=2)
     if len(spans) <= _LABEL_BARS_UP_TO and total > 0:
         for s in spans:
             if s.duration >= 0.04 * total:
@@ -199,7 +215,7 @@ def plot_concurrency_trace(
     ax.set_xlabel(_time_label(virtual))
     ax.set_title("Who ran what, when?")
     if spans:
-        handles = [Patch(color=colours.get(k, "#BBBBBB"), label=k) for k in keys]
+        handles = [Patch(color=colour_of_kind(k, colours), label=k) for k in keys]
         _legend_outside(ax, handles, "job kind" if colour_by == "kind" else "attempt outcome")
     else:
         _empty(ax, "no attempts in this trace")

@@ -1,7 +1,9 @@
-"""The command line: `python -m jobq run ...` - usage errors, a small run, its files, signals.
+"""The command line: `python -m jobq run ...` - usage errors, a small run, its files, signals,
+and your own jobs (`jobq run module:function`, with the functions of tests/cli_targets.py).
 
 Cheap checks call `jobq.cli.main([...])` in this process; the runs that must be a real
-program (the `-m` entry point, signal drills) start `python -m jobq` in a subprocess.
+program (the `-m` entry point, a process pool importing your module, signal drills) start
+`python -m jobq` in a subprocess, from the repository's root.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ from jobq.cli import format_table, main, parse_mix
 from jobq.offload import CpuOffload
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="Unix signals")
+
+# Where `python -m jobq run examples.my_jobs:jobs` is meant to be run from.
+ROOT = Path(__file__).resolve().parent.parent
 
 # Generous: a loaded CI machine may be slow, and a hang must fail rather than block forever.
 STARTUP_TIMEOUT = 60.0
@@ -242,7 +247,7 @@ def start() -> Iterator[Start]:
         proc = subprocess.Popen(
             [sys.executable, "-m", "jobq", "run", "--no-progress", *args],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            start_new_session=group,
+            start_new_session=group, cwd=ROOT,
         )
         procs.append(proc)
         running = Running(proc)
@@ -300,15 +305,15 @@ def test_a_second_sigint_cancels_the_jobs_still_running(start: Start) -> None:
     assert "cancelling the jobs still running" in run.stderr
 
 
-def _report_sigint(iterations: int, payload: bytes) -> int:
+def _report_sigint() -> int:
     """Runs in a pool process: 1 if that process ignores SIGINT."""
     return int(signal.getsignal(signal.SIGINT) is signal.SIG_IGN)
 
 
 def _pool_processes_ignore_sigint() -> bool:
-    offload = CpuOffload("process", max_workers=1, function=_report_sigint)
+    offload = CpuOffload("process", max_workers=1)
     try:
-        return asyncio.run(offload.run(0, b"")) == 1
+        return asyncio.run(offload.run(_report_sigint)) == 1
     finally:
         offload.close()
 
@@ -535,3 +540,306 @@ def test_a_full_disk_at_write_time_keeps_the_report_and_exits_5(
     failures = [line for line in err.splitlines() if "No space left on device" in line]
     assert len(failures) == 1 and option in failures[0] and path in failures[0], err
     assert code == 5, err
+
+
+# -- your own jobs: jobq run module:function ---------------------------------------------
+# The functions named here live in tests/cli_targets.py. In this process, runs use threads
+# and the virtual clock (fast, same path through the pipeline); the process pool, the real
+# entry points and signals are exercised in subprocesses.
+
+QUICK = ["--executor", "thread", "--virtual-time", "--no-progress"]
+
+
+@pytest.fixture
+def at_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run from the repository's root, as a user would; whatever main() adds to sys.path
+    (the directory TARGET is looked up in) is taken away again afterwards."""
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+
+
+def test_run_help_shows_the_target_and_the_example(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", "--help"])
+    assert exit_.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "[TARGET]" in out and "module:function" in out and "path/to/file.py:function" in out
+    assert "python -m jobq run examples.my_jobs:jobs --workers 4" in out
+    assert "(default: 0.1; with TARGET: 0)" in out  # --fail-rate
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--jobs", "5"), ("--mix", "delay=1"), ("--cpu-iterations", "10"), ("--max-delay", "0.1")],
+)
+@pytest.mark.usefixtures("at_root")
+def test_an_option_of_the_seeded_mix_is_refused_with_a_target(
+    option: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", "examples.my_jobs:jobs", option, value])
+    assert exit_.value.code == 2
+    out, err = capsys.readouterr()
+    assert f"argument {option}: not possible with TARGET 'examples.my_jobs:jobs'" in err, err
+    assert out == "" and "started:" not in err
+
+
+@pytest.mark.parametrize(
+    ("target", "why"),
+    [
+        ("no_such_module_xyz:jobs", "no module named 'no_such_module_xyz' (looked in the "
+                                    "current directory"),
+        ("examples.no_such_module:jobs", "no module named 'examples.no_such_module'"),
+        ("tests.cli_targets:nope", "module 'tests.cli_targets' has no attribute 'nope'"),
+        ("examples.my_jobs:job", "has no attribute 'job' - did you mean 'jobs'?"),
+        ("tests.cli_targets:NOT_A_FUNCTION",
+         "tests.cli_targets.NOT_A_FUNCTION is an int 42, not a function"),
+        ("tests.cli_targets:needs_an_argument", "needs arguments (count); TARGET's function is "
+                                                "called with none"),
+        ("tests.cli_targets", "names no function: write MODULE:FUNCTION"),
+        ("tests/no_such_file.py:jobs", "there is no file 'tests/no_such_file.py'"),
+        ("not-a-module:jobs", "'not-a-module' is neither a module name"),
+    ],
+)
+@pytest.mark.usefixtures("at_root")
+def test_a_target_that_cannot_be_used_is_refused_before_anything_starts(
+    target: str, why: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", target, *QUICK])
+    assert exit_.value.code == 2
+    out, err = capsys.readouterr()
+    message = err.strip().splitlines()[-1]
+    assert message.startswith(f"jobq run: error: argument TARGET {target!r}: "), err
+    assert why in message, err
+    assert out == "" and "started:" not in err
+
+
+@pytest.mark.parametrize(
+    ("source", "why"),
+    [
+        ("import math\nmath.sqrt(-1)\n", "importing 'broken_{n}' failed: ValueError: math "
+                                          "domain error ({path}, line 2)"),
+        ("import no_such_dependency_xyz\n", "importing 'broken_{n}' failed: ModuleNotFoundError:"
+                                            " No module named 'no_such_dependency_xyz' ({path},"
+                                            " line 1)"),
+        ("def jobs(:\n", "importing 'broken_{n}' failed: SyntaxError: invalid syntax "
+                         "(broken_{n}.py, line 1)"),
+        ("raise SystemExit(3)\n", "importing 'broken_{n}' failed: SystemExit: 3"),
+    ],
+    ids=["raises", "missing-dependency", "syntax-error", "sys.exit"],
+)
+def test_a_target_file_that_fails_to_import_names_the_error_and_its_line(
+    source: str, why: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest,
+) -> None:
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    n = request.node.callspec.id.replace("-", "_").replace(".", "_")  # a module name per case
+    path = tmp_path / f"broken_{n}.py"
+    path.write_text(source)
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", f"{path}:jobs", *QUICK])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument TARGET '{path}:jobs': " + why.format(n=n, path=path) in err, err
+
+
+def test_a_target_file_whose_name_is_taken_by_another_module_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Imported as module `queue`, the standard library's queue would be found instead.
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    path = tmp_path / "queue.py"
+    path.write_text("def jobs():\n    return []\n")
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", f"{path}:jobs", *QUICK])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "cannot be imported as module 'queue': that name is taken by" in err, err
+
+
+@pytest.mark.parametrize(
+    ("target", "jobs", "kinds"),
+    [
+        ("tests.cli_targets:sync_jobs", 12, "delay 8, nap 4"),  # Jobs and bare job types
+        ("tests.cli_targets:async_jobs", 10, "nap 10"),
+        ("tests.cli_targets:coroutine_list", 6, "delay 3, nap 3"),
+    ],
+    ids=["generator", "async-generator", "coroutine-returning-a-list"],
+)
+@pytest.mark.usefixtures("at_root")
+def test_the_jobs_a_target_gives_run_and_are_reported(
+    target: str, jobs: int, kinds: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["run", target, *QUICK]) == 0
+    out, err = capsys.readouterr()
+    rows = table(out)
+    assert rows["jobs from"] == target
+    assert rows["submitted"] == rows["succeeded"] == str(jobs) and rows["lost"] == "0"
+    assert rows["jobs by kind"] == kinds  # your functions by name
+    assert rows["retries"] == "0"  # --fail-rate is 0 with a TARGET unless given
+    assert f"started: the jobs of {target}," in err
+
+
+@pytest.mark.parametrize(
+    ("target", "drawn", "not_drawn"),
+    [("tests.cli_targets:sync_jobs", "jobs: 12", "%"),  # a generator: no total, a count
+     ("tests.cli_targets:coroutine_list", "6/6", None)],  # a list: its length is the total
+)
+@pytest.mark.usefixtures("at_root")
+def test_the_progress_bar_has_a_total_only_when_the_target_gives_a_list(
+    target: str, drawn: str, not_drawn: str | None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["run", target, "--executor", "thread", "--virtual-time"]) == 0
+    bar = capsys.readouterr().err.replace("\r", "\n")
+    assert drawn in bar, bar
+    if not_drawn is not None:
+        assert not_drawn not in bar, bar
+
+
+@pytest.mark.parametrize(
+    ("target", "why"),
+    [
+        ("raises_at_once", "raised ValueError: no jobs today (tests/cli_targets.py, line "),
+        ("returns_a_number", "returned an int 42, not jobs: return or yield them"),
+        ("returns_nothing", "returned None, not jobs"),
+    ],
+)
+@pytest.mark.usefixtures("at_root")
+def test_a_target_that_fails_when_called_runs_nothing_and_exits_2(
+    target: str, why: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trace = tmp_path / "run.jsonl"
+    code = main(["run", f"tests.cli_targets:{target}", *QUICK, "--bounded-memory",
+                 "--trace", str(trace)])
+    out, err = capsys.readouterr()
+    assert code == 2, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"jobq: TARGET 'tests.cli_targets:{target}' {why}"), err
+    assert last.endswith("; no job ran (exit 2)"), err
+    assert out == ""  # no job, no report
+    assert not trace.exists()  # nor an empty trace file
+
+
+@pytest.mark.parametrize(
+    ("target", "accepted", "why"),
+    [
+        ("raises_midway", 3, "raised RuntimeError: lost the connection to the job list "
+                             "(tests/cli_targets.py, line "),
+        ("bad_item", 3, "gave a str 'oops' as its item 4, not a Job or a job type"),
+        ("coroutine_item", 1, "gave a coroutine, nap(...), as its item 2, not a Job or a job "
+                              "type (Call, Blocking, CpuBound, AsyncIo, Delayed): give "
+                              "Call(nap, ...)"),
+        ("duplicate_ids", 2, "gave a job the pipeline refused, its item 3: Job.id 1 was "
+                             "already submitted"),
+    ],
+)
+@pytest.mark.usefixtures("at_root")
+def test_a_target_that_fails_midway_still_runs_and_reports_the_jobs_it_gave(
+    target: str, accepted: int, why: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trace = tmp_path / "run.jsonl"
+    code = main(["run", f"tests.cli_targets:{target}", *QUICK, "--trace", str(trace)])
+    out, err = capsys.readouterr()
+    assert code == 2, err
+    assert f"jobq: TARGET 'tests.cli_targets:{target}' {why}" in err, err
+    assert f"no more jobs are taken from it (those accepted before still run: {accepted})" in err
+    rows = table(out)
+    assert rows["submitted"] == rows["succeeded"] == str(accepted) and rows["lost"] == "0"
+    assert _jobs_in(trace) == accepted
+    assert err.strip().splitlines()[-1] == (
+        f"jobq: TARGET 'tests.cli_targets:{target}' failed (see above); all {accepted} jobs "
+        f"succeeded (exit 2)")
+
+
+@pytest.mark.usefixtures("at_root")
+def test_a_blocking_function_a_pool_cannot_import_is_refused_as_the_targets_mistake(
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Refused when submitted, before any pool process starts.
+    code = main(["run", "tests.cli_targets:unimportable_blocking", "--executor", "process",
+                 "--no-progress"])
+    out, err = capsys.readouterr()
+    assert code == 2, err
+    assert ("TARGET 'tests.cli_targets:unimportable_blocking' gave a job the pipeline refused, "
+            "its item 1: Blocking.fn 'unimportable_blocking.<locals>.inner' is defined in a "
+            "nested function") in err, err
+    assert table(out)["submitted"] == "0"
+    assert err.strip().splitlines()[-1].endswith("failed (see above); no job ran (exit 2)")
+
+
+@pytest.mark.usefixtures("at_root")
+def test_a_failed_target_outranks_dead_letters_and_fail_rate_applies_to_your_jobs(
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["run", "tests.cli_targets:bad_item", *QUICK, "--fail-rate", "1",
+                 "--retries", "1"])
+    rows = table(capsys.readouterr().out)
+    assert code == 2  # not 1: the run was not the one asked for
+    assert rows["dead-lettered"] == "3" and rows["retries"] == "3"
+
+
+def test_the_example_runs_through_python_m_jobq_with_a_process_pool(tmp_path: Path) -> None:
+    """The command README and CLI.md show, from the repository's root: the pool's processes
+    import examples.my_jobs by name to run its Blocking jobs."""
+    trace = tmp_path / "run.jsonl"
+    done = subprocess.run(
+        [sys.executable, "-m", "jobq", "run", "examples.my_jobs:jobs", "--workers", "4",
+         "--no-progress", "--trace", str(trace)],
+        capture_output=True, text=True, timeout=EXIT_TIMEOUT, cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = table(done.stdout)
+    assert rows["submitted"] == rows["succeeded"] == "20" and rows["lost"] == "0", done.stderr
+    assert rows["executor"] == "process" and rows["jobs by kind"] == "crunch 5, fetch 15"
+    loaded = metrics_from_trace(Trace.from_jsonl(trace), workers=4)
+    assert loaded.by_kind == {"crunch": 5, "fetch": 15}  # grouped by your functions' names
+    assert "Traceback" not in done.stderr
+
+
+def test_a_target_given_by_file_path_runs_blocking_jobs_in_a_process_pool() -> None:
+    # Imported as module `cli_targets` from tests/: the pool's processes must find it too.
+    done = subprocess.run(
+        [sys.executable, "-m", "jobq", "run", "tests/cli_targets.py:blocking_jobs",
+         "--no-progress"],
+        capture_output=True, text=True, timeout=EXIT_TIMEOUT, cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = table(done.stdout)
+    assert rows["succeeded"] == "8" and rows["jobs by kind"] == "square 8", done.stderr
+
+
+def test_the_console_script_finds_a_target_in_the_current_directory() -> None:
+    # Unlike `python -m`, a console script does not put the current directory on sys.path;
+    # jobq does, for TARGET - and the pool's processes inherit it.
+    script = Path(sys.executable).parent / "jobq"
+    if not script.exists():
+        pytest.skip("the jobq console script is not installed next to this Python")
+    done = subprocess.run([str(script), "run", "examples.my_jobs:jobs", "--no-progress",
+                           "--virtual-time"],
+                          capture_output=True, text=True, timeout=EXIT_TIMEOUT, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert table(done.stdout)["succeeded"] == "20"
+
+
+def test_sigint_during_a_target_run_drains_reports_and_exits_3(start: Start) -> None:
+    run = start("tests.cli_targets:slow_jobs", "--executor", "thread")
+    time.sleep(0.5)  # some jobs end first: a drain in the middle of a run
+    run.proc.send_signal(signal.SIGINT)
+    code, rows = run.finish()
+    assert "SIGINT: stopping" in run.stderr
+    _assert_drained(code, rows, run.stderr)
+    assert rows["jobs from"] == "tests.cli_targets:slow_jobs"
+
+
+def test_sigint_while_the_target_function_is_called_stops_before_any_job(
+    start: Start,
+) -> None:
+    # slow_to_start awaits a minute before it returns its jobs: the signal cancels it.
+    run = start("tests.cli_targets:slow_to_start", "--executor", "thread")
+    time.sleep(0.3)
+    run.proc.send_signal(signal.SIGINT)
+    code, rows = run.finish()
+    assert code == 3, run.stderr
+    assert rows["submitted"] == "0" and rows["lost"] == "0", run.stderr
+    assert "Traceback" not in run.stderr

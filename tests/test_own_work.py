@@ -128,7 +128,8 @@ def test_unpicklable_arguments_and_results_fail_the_attempt_not_the_pool() -> No
 
     statuses, errors, rebuilds = asyncio.run(main())
     assert statuses == [ResultStatus.DEAD_LETTERED] * 2
-    assert any("pickle" in e.lower() for e in errors), errors
+    # The pickling error names the lambda (PicklingError on 3.11, AttributeError on 3.13).
+    assert any("<lambda>" in e for e in errors), errors
     assert any("cannot be sent back" in e for e in errors), errors
     assert rebuilds == 0
 

@@ -260,3 +260,12 @@ def test_importing_jobq_loads_no_pyplot() -> None:
     # pyplot binds figures to a backend; only a plot call should bring it in.
     code = "import sys, jobq, jobq.plotting; assert 'matplotlib.pyplot' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_function_named_kind_gets_its_own_colour_the_same_every_time() -> None:
+    from jobq.plotting import FUNCTION_COLOURS, KIND_COLOURS, colour_of_kind
+
+    assert colour_of_kind("cpu") == KIND_COLOURS["cpu"]
+    fetch, crunch = colour_of_kind("fetch"), colour_of_kind("crunch")
+    assert {fetch, crunch} <= set(FUNCTION_COLOURS) and fetch != crunch
+    assert colour_of_kind("fetch") == fetch  # a checksum of the name, not the call order
