@@ -23,7 +23,9 @@ A map of the package, one line per module, in pipeline order:
     plotting.py    every plot (the only module that imports matplotlib)
     progress.py    the progress bar (tqdm)
     testing.py     LocalServer: a real HTTP server on 127.0.0.1 for tests and demos
-    cli.py         `python -m jobq run ...`
+    cli.py         `python -m jobq run ...` (a seeded mix, or `module:function` of yours)
+    errors.py      every error jobq raises, as one tree
+    validation.py  the checks of every setting (one per kind: count, seconds, flag, ...)
 
 What is simplified for teaching: one process runs the queue (no persistence, no
 distribution); a job's payload is opaque bytes; CpuBound work is a stand-in loop.
