@@ -92,6 +92,7 @@ class Worker:
         self._inbox: asyncio.Future[Job] | None = None
         self._task: asyncio.Task[None] | None = None
         self._cuts = 0  # task.cancel() calls of ours not yet taken back (see _cut)
+        self._cut_asked = False  # cut_job() was called for the job in hand
         # The job in hand and how far it got - exactly what a cut has to report. Kept on the
         # worker (not in _run_job's locals) so that the one place that handles a cut, in
         # run(), can report it whichever await the cancellation landed on.
@@ -152,6 +153,7 @@ class Worker:
 
     def _take(self, job: Job) -> None:
         self.job = job
+        self._cut_asked = False
         self._attempts = []
         self._first_start = None
         self._stage = CancelReason.NEVER_STARTED
@@ -170,6 +172,9 @@ class Worker:
         inside that job: nothing else can run on this worker before our task resumes."""
         if self.job is None or self.job.id != job_id or self._task is None:
             return False
+        if self._cut_asked:
+            return False  # asked already in this step: one cut, one True
+        self._cut_asked = True
         self._cut()
         return True
 

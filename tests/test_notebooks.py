@@ -28,6 +28,7 @@ CHAPTERS = [
     "05-virtual-time.ipynb",
     "06-retries-and-dead-letters.ipynb",
     "07-metrics.ipynb",
+    "08-your-own-work.ipynb",
 ]
 EXPECTED = [INDEX, *CHAPTERS]
 
