@@ -222,8 +222,15 @@ class Pipeline:
             weakref.WeakValueDictionary())
         self._next_id = 0  # where the search for a free id starts (ids are optional)
         self.trace = trace if isinstance(trace, Trace) else Trace(keep=trace)
+        # Metrics are folded from the events. A trace that keeps its events has them all
+        # still at hand, so we fold them only when metrics() is asked (from where the last
+        # call stopped): a run nobody asks about pays nothing per event. A trace that keeps
+        # nothing (bounded memory) must be folded as it goes: the aggregator listens.
         self._metrics = MetricsAggregator()
-        self.trace.subscribe(self._metrics.feed)
+        self._fold_lazily = self.trace.keep
+        self._folded = 0  # events of a kept trace already fed to the aggregator
+        if not self._fold_lazily:
+            self.trace.subscribe(self._metrics.feed)
         self.ledger = Ledger()
         self.dead_letters = DeadLetterQueue()
         self._ids = IdSet()  # every id ever accepted: duplicates are refused
@@ -277,11 +284,10 @@ class Pipeline:
         self._dispatcher = Dispatcher(self._queue, self._dispatcher_token, self.trace)
         for slot in range(self.workers):
             worker = Worker(slot, self._dispatcher_token.child(f"worker-{slot}"), services,
-                            self._dispatcher.slot_freed)
+                            self._dispatcher.slot_freed, self._dispatcher.next_for)
             self._dispatcher.add_worker(worker)
             self._tasks.append(loop.create_task(worker.run(), name=f"jobq-worker-{slot}"))
         self._tasks.append(loop.create_task(self._dispatcher.run(), name="jobq-dispatcher"))
-        self._collector_task = loop.create_task(self._collector.run(), name="jobq-collector")
         for task in self._tasks:
             task.add_done_callback(self._stage_ended)
         self._state = PipelineState.RUNNING
@@ -532,6 +538,11 @@ class Pipeline:
 
     def metrics(self) -> Metrics:
         """Throughput, latency percentiles, queue depth, utilisation - from the events."""
+        if self._fold_lazily:
+            events = self.trace.events
+            for event in events[self._folded:]:  # only what the last call has not seen
+                self._metrics.feed(event)
+            self._folded = len(events)
         return self._metrics.snapshot(self.workers)
 
     async def wait_drained(self) -> None:
@@ -642,8 +653,6 @@ class Pipeline:
         self.token.cancel()
         results = await asyncio.gather(*self._tasks, return_exceptions=True)
         self._cancel_queued()  # anything the stopped dispatcher left behind
-        self._collector.stop()
-        await self._collector_task
         self._end_streams()
         await self._close_resources()
         self._phase("stopped")
