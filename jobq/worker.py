@@ -3,7 +3,9 @@
 The dispatcher owns N `Worker`s (the counterpart of tokio's spawned worker tasks, kept alive
 instead of spawned per job: a task per job costs more than the job when jobs are small).
 A worker waits for the dispatcher to hand it a job, runs it, delivers exactly one
-`JobResult` to the collector, and tells the dispatcher it is free again.
+`JobResult` to the collector, and then either takes the next queued job itself, in the same
+step, keeping its slot (`Dispatcher.next_for`: no hand-over cost while work is waiting), or,
+when nothing is queued, tells the dispatcher it is free again.
 
 One job runs in stages, and cancellation is checked between them:
 
