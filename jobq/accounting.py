@@ -55,6 +55,18 @@ class IdSet:
     def __init__(self) -> None:
         self._runs = SortedDict()  # first id of a run -> last id of that run (inclusive)
         self._count = 0
+        # The highest run, (first, last), or None when empty. Most programs submit ids in
+        # increasing order, so nearly every id is "above everything" (not in the set: no
+        # search) or "the next one" (it extends the highest run: one dict update). Both
+        # are O(1); every other case takes the O(log n) path below and refreshes this.
+        self._top: tuple[int, int] | None = None
+
+    def _refresh_top(self) -> None:
+        if not self._runs:
+            self._top = None
+        else:
+            first, last = self._runs.peekitem(-1)
+            self._top = (first, last)
 
     def __len__(self) -> int:
         return self._count
@@ -71,10 +83,24 @@ class IdSet:
     def __contains__(self, value: object) -> bool:
         if not isinstance(value, int):
             return False
+        top = self._top
+        if top is None or value > top[1]:
+            return False  # above every id we hold (or we hold none): the fast path
         run = self._run_at_or_before(value)
         return run is not None and value <= run[1]
 
     def add(self, value: int) -> None:
+        runs = self._runs
+        top = self._top
+        if top is not None and value == top[1] + 1:  # the next id: extend the highest run
+            runs[top[0]] = value  # an existing key: a dict update, no key moves
+            self._top = (top[0], value)
+            self._count += 1
+            return
+        self._add_anywhere(value)
+        self._refresh_top()
+
+    def _add_anywhere(self, value: int) -> None:
         runs = self._runs
         before = self._run_at_or_before(value)
         if before is not None and value <= before[1]:
@@ -105,6 +131,7 @@ class IdSet:
             runs[first] = value - 1
         if last > value:
             runs[value + 1] = last
+        self._refresh_top()
 
     @property
     def runs(self) -> int:

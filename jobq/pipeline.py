@@ -217,13 +217,22 @@ class Pipeline:
         # queue: the queue asks `_streams_full` (see jobq.handles).
         self._streams: list[ResultStream] = []
         self._queue = JobQueue(capacity, held=self._streams_full)
-        # Handles, weakly: a handle nobody holds is collected, and nothing is kept for it.
-        self._handles: weakref.WeakValueDictionary[int, JobHandle[Any]] = (
-            weakref.WeakValueDictionary())
+        # Handles, weakly: a handle nobody holds is collected, and nothing is kept for it
+        # once its job ends. A plain dict of weak references (not a WeakValueDictionary, whose
+        # Python-level callback runs for every handle that dies): the entry is removed when
+        # the job ends, so it costs memory only while its job is queued or running.
+        self._handles: dict[int, weakref.ref[JobHandle[Any]]] = {}
         self._next_id = 0  # where the search for a free id starts (ids are optional)
         self.trace = trace if isinstance(trace, Trace) else Trace(keep=trace)
+        # Metrics are folded from the events. A trace that keeps its events has them all
+        # still at hand, so we fold them only when metrics() is asked (from where the last
+        # call stopped): a run nobody asks about pays nothing per event. A trace that keeps
+        # nothing (bounded memory) must be folded as it goes: the aggregator listens.
         self._metrics = MetricsAggregator()
-        self.trace.subscribe(self._metrics.feed)
+        self._fold_lazily = self.trace.keep
+        self._folded = 0  # events of a kept trace already fed to the aggregator
+        if not self._fold_lazily:
+            self.trace.subscribe(self._metrics.feed)
         self.ledger = Ledger()
         self.dead_letters = DeadLetterQueue()
         self._ids = IdSet()  # every id ever accepted: duplicates are refused
@@ -277,11 +286,10 @@ class Pipeline:
         self._dispatcher = Dispatcher(self._queue, self._dispatcher_token, self.trace)
         for slot in range(self.workers):
             worker = Worker(slot, self._dispatcher_token.child(f"worker-{slot}"), services,
-                            self._dispatcher.slot_freed)
+                            self._dispatcher.slot_freed, self._dispatcher.next_for)
             self._dispatcher.add_worker(worker)
             self._tasks.append(loop.create_task(worker.run(), name=f"jobq-worker-{slot}"))
         self._tasks.append(loop.create_task(self._dispatcher.run(), name="jobq-dispatcher"))
-        self._collector_task = loop.create_task(self._collector.run(), name="jobq-collector")
         for task in self._tasks:
             task.add_done_callback(self._stage_ended)
         self._state = PipelineState.RUNNING
@@ -360,7 +368,7 @@ class Pipeline:
         self.ledger.accept(job.id, now)
         self.trace.emit(now, EventKind.ENQUEUED, job.id, None, None, job.kind, len(self._queue))
         handle: JobHandle[Any] = JobHandle(job.id, self._cancel_job)
-        self._handles[job.id] = handle
+        self._handles[job.id] = weakref.ref(handle)
         return handle
 
     # `timeout` bounds each *attempt* of the job, not this call (hence the noqa): the name
@@ -384,18 +392,22 @@ class Pipeline:
         not accepted.
         """
         job = self._admit(job, timeout)
-        blocked = self._queue.full()
-        if blocked:
-            self.trace.emit(asyncio.get_running_loop().time(), EventKind.PRODUCER_BLOCKED, job.id)
+        queue = self._queue
+        if not queue.full():
+            # The fast path: there is room, so the job is accepted now, in this step - no
+            # coroutine to wait in, no future (a future is made only when the queue is full).
+            queue.put_nowait(job)  # cannot fail: _admit checked that the queue is open
+            return self._accepted(job)
+        # The queue is full: wait for room (this wait *is* backpressure), in the trace.
+        self.trace.emit(asyncio.get_running_loop().time(), EventKind.PRODUCER_BLOCKED, job.id)
         try:
-            await self._queue.put(job)
+            await queue.put(job)
         except BaseException:
             self._ids.discard(job.id)  # never accepted: the id is free again
             raise
         finally:
-            if blocked:
-                self.trace.emit(asyncio.get_running_loop().time(), EventKind.PRODUCER_RESUMED,
-                                job.id)
+            self.trace.emit(asyncio.get_running_loop().time(), EventKind.PRODUCER_RESUMED,
+                            job.id)
         return self._accepted(job)
 
     @overload
@@ -490,11 +502,14 @@ class Pipeline:
             stream._end()
 
     def _streams_full(self) -> bool:
+        if not self._streams:  # asked at every submit: the usual case first
+            return False
         return any(stream.full for stream in self._streams)
 
     def _job_ended(self, result: JobResult) -> None:
         """Collector callback, once per job: hand the result to its handle and the streams."""
-        handle = self._handles.pop(result.job_id, None)
+        ref = self._handles.pop(result.job_id, None)
+        handle = None if ref is None else ref()
         if handle is not None:
             letter = None
             if result.status is ResultStatus.DEAD_LETTERED and result.job_id in self.dead_letters:
@@ -505,7 +520,7 @@ class Pipeline:
 
     def _handles_alive(self) -> int:
         """How many handles the pipeline still knows (for tests: it must not grow)."""
-        return len(self._handles)
+        return sum(1 for ref in self._handles.values() if ref() is not None)
 
     def _cancel_job(self, job_id: int) -> bool:
         """handle.cancel(): a queued job ends CANCELLED(never-started) now; a running one is
@@ -532,6 +547,11 @@ class Pipeline:
 
     def metrics(self) -> Metrics:
         """Throughput, latency percentiles, queue depth, utilisation - from the events."""
+        if self._fold_lazily:
+            events = self.trace.events
+            for event in events[self._folded:]:  # only what the last call has not seen
+                self._metrics.feed(event)
+            self._folded = len(events)
         return self._metrics.snapshot(self.workers)
 
     async def wait_drained(self) -> None:
@@ -642,8 +662,6 @@ class Pipeline:
         self.token.cancel()
         results = await asyncio.gather(*self._tasks, return_exceptions=True)
         self._cancel_queued()  # anything the stopped dispatcher left behind
-        self._collector.stop()
-        await self._collector_task
         self._end_streams()
         await self._close_resources()
         self._phase("stopped")

@@ -59,7 +59,9 @@ class JobQueue:
         return sum(1 for w in self._putters if not w.done())
 
     def full(self) -> bool:
-        return len(self._items) >= self.capacity or (self._held is not None and self._held())
+        if len(self._items) >= self.capacity:
+            return True
+        return self._held is not None and self._held()
 
     def wake_producer(self) -> None:
         """Whatever held producers back has let go: let one waiting producer re-check."""

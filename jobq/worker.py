@@ -3,7 +3,9 @@
 The dispatcher owns N `Worker`s (the counterpart of tokio's spawned worker tasks, kept alive
 instead of spawned per job: a task per job costs more than the job when jobs are small).
 A worker waits for the dispatcher to hand it a job, runs it, delivers exactly one
-`JobResult` to the collector, and tells the dispatcher it is free again.
+`JobResult` to the collector, and then either takes the next queued job itself, in the same
+step, keeping its slot (`Dispatcher.next_for`: no hand-over cost while work is waiting), or,
+when nothing is queued, tells the dispatcher it is free again.
 
 One job runs in stages, and cancellation is checked between them:
 
@@ -84,11 +86,13 @@ class Worker:
         token: CancellationToken,
         services: WorkerServices,
         on_free: Callable[[int], None],
+        next_for: Callable[[int], Job | None] = lambda slot: None,
     ) -> None:
         self.slot = slot
         self.token = token
         self._s = services
-        self._on_free = on_free
+        self._on_free = on_free  # the slot is free: the dispatcher may hand us a job
+        self._next_for = next_for  # the next queued job, for a worker that keeps its slot
         self._inbox: asyncio.Future[Job] | None = None
         self._task: asyncio.Task[None] | None = None
         self._cuts = 0  # task.cancel() calls of ours not yet taken back (see _cut)
@@ -117,16 +121,22 @@ class Worker:
             return  # cancelled before we began: _cut would cancel our own task on the way out
         remove = self.token.on_cancel(self._cut)
         try:
-            while not self.token.cancelled:
-                self._inbox = loop.create_future()
+            inbox: asyncio.Future[Job] = loop.create_future()
+            while True:
+                if self.job is None:  # idle: the slot is free, wait for the dispatcher
+                    if self._shutting_down():
+                        return
+                    inbox = self._inbox = loop.create_future()
                 try:
-                    self._take(await self._inbox)
+                    if self.job is None:
+                        self._take(await inbox)
+                    # (A job taken while the token was being cancelled is reported by
+                    # _run_job as CANCELLED(never-started) without starting.)
                     result = await self._run_job()
                 except asyncio.CancelledError:
                     # The ONE place that tells "we cut this job" from "someone cancelled us"
                     # (as asyncio.timeout's __aexit__ does for its own deadline). Either way
                     # the job in hand ends exactly once; only a foreign cancellation goes on.
-                    inbox = self._inbox
                     if self.job is None and inbox.done() and not inbox.cancelled():
                         self._take(inbox.result())  # handed over in the step the cut came
                     ours = self._own_cancellation()
@@ -142,7 +152,13 @@ class Worker:
                     continue  # only one job was cut (cut_job): take the next one
                 self.job = None
                 self._s.deliver(result)
-                self._on_free(self.slot)
+                # Keep the slot while jobs wait: take the next one now, in this same step -
+                # no await between taking it and owning it (see Dispatcher.next_for).
+                following = self._next_for(self.slot)
+                if following is None:
+                    self._on_free(self.slot)  # nothing queued: back to the dispatcher
+                else:
+                    self._take(following)
         finally:
             remove()
 
