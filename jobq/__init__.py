@@ -17,12 +17,13 @@ A map of the package, one line per module, in pipeline order:
     cancel.py      CancellationToken: root -> dispatcher -> workers
     pipeline.py    Pipeline, run(): the stages wired together; shutdown in phases
     retry.py       RetryPolicy, FailurePlan, DeadLetterQueue
-    trace.py       Trace, Event: one record of everything that happened
+    trace.py       Trace, Event, TraceHeader: one record of everything that happened
     metrics.py     Metrics: throughput, latency percentiles, queue depth, utilisation
     clock.py       the virtual clock: run_virtual, in_virtual_time, advance
     plotting.py    every plot (the only module that imports matplotlib)
     progress.py    the progress bar (tqdm)
-    testing.py     LocalServer: a real HTTP server on 127.0.0.1 for tests and demos
+    testing.py     LocalServer: a real HTTP server on 127.0.0.1 for tests and demos; the
+                   test kit (delayed_jobs, assert_each_job_ended_once, peak_concurrency)
     cli.py         `python -m jobq run ...` (a seeded mix, or `module:function` of yours)
     errors.py      every error jobq raises, as one tree
     validation.py  the checks of every setting (one per kind: count, seconds, flag, ...)
@@ -61,6 +62,7 @@ from jobq.errors import (
     NotImportableError,
     PipelineClosedError,
     QueueFullError,
+    ReportNotReadyError,
     ResponseTooLargeError,
     ResultNotReadyError,
     UnguardedMainError,
@@ -90,7 +92,7 @@ from jobq.pipeline import (
     run,
 )
 from jobq.retry import Attempt, DeadLetter, DeadLetterQueue, FailurePlan, RetryPolicy
-from jobq.trace import Event, EventKind, Trace
+from jobq.trace import Event, EventKind, Trace, TraceHeader
 from jobq.work import cpu_work
 
 __version__ = "0.1.0"
@@ -142,6 +144,7 @@ __all__ = [
     "PipelineState",
     "PipelineStatistics",
     "QueueFullError",
+    "ReportNotReadyError",
     "ResponseTooLargeError",
     "ResultNotReadyError",
     "ResultStatus",
@@ -151,6 +154,7 @@ __all__ = [
     "ShutdownReport",
     "TokenCancelled",
     "Trace",
+    "TraceHeader",
     "UnguardedMainError",
     "VirtualClock",
     "VirtualDeadlineExceeded",

@@ -7,9 +7,11 @@ Without a TARGET the command runs a seeded mix: it starts its own LocalServer fo
 jobs, builds the jobs from `--seed` (same options, same jobs), and runs them with a
 FailurePlan of `--fail-rate`. With TARGET (`module:function` or `path/to/file.py:function`)
 it runs your jobs instead: whatever that function returns or yields (see _Feed). Either way
-it prints how every job ended and the run's metrics as one aligned table; `--trace` and
-`--plot` save the events and a dashboard. Ctrl-C (SIGINT) or SIGTERM stops it gracefully;
-a second one cuts the jobs still running. The exit code says how it went (EXIT_CODES below).
+it prints how every job ended and the run's metrics as one aligned table, then (on stderr)
+the first dead letters with their last error; `--trace` and `--plot` save the events and a
+dashboard. A progress bar with rate, retries and dead letters is drawn on stderr when that
+is a terminal (_ProgressWatch). Ctrl-C (SIGINT) or SIGTERM stops it gracefully; a second
+one cuts the jobs still running. The exit code says how it went (EXIT_CODES below).
 
 The problem: a command is judged by what it promises whatever happens around the process -
 a Ctrl-C at any moment (during start-up, twice in a row, while the dashboard is drawn), a
@@ -32,6 +34,7 @@ import contextlib
 import difflib
 import importlib
 import inspect
+import itertools
 import math
 import os
 import random
@@ -55,6 +58,7 @@ from pathlib import Path
 from types import FrameType, ModuleType
 from typing import IO, Any
 
+from jobq import __version__
 from jobq import validation as check
 from jobq.clock import run_virtual
 from jobq.errors import (
@@ -67,9 +71,10 @@ from jobq.jobs import AsyncIo, Blocking, Call, CpuBound, Delayed, Job, JobType
 from jobq.metrics import Metrics
 from jobq.offload import ExecutorKind
 from jobq.pipeline import Pipeline, ShutdownReport
+from jobq.progress import CountingProgress, make_terminal_progress
 from jobq.retry import FailurePlan, RetryPolicy
 from jobq.testing import LocalServer
-from jobq.trace import Event, Trace
+from jobq.trace import Event, EventKind, Trace
 
 __all__ = [
     "RunOptions",
@@ -115,6 +120,9 @@ MIX_ONLY = {"jobs": "--jobs", "mix": "--mix", "cpu_iterations": "--cpu-iteration
             "max_delay": "--max-delay"}
 # Failing on purpose is how the seeded mix shows retries; your own jobs fail only when asked.
 DEFAULT_FAIL_RATE = 0.1
+# Dead letters listed after the summary, unless --show-dead-letters says otherwise.
+DEFAULT_SHOWN_DEAD_LETTERS = 5
+MAX_ERROR_SHOWN = 200  # characters of each one's last error (the trace keeps it whole)
 # io jobs ask the local server to wait 0..IO_LATENCY_MAX real seconds: enough to overlap
 # requests, little enough that thousands of them still finish quickly.
 IO_LATENCY_MAX = 0.02
@@ -158,6 +166,17 @@ def _fraction(text: str) -> float:
     return _number(text, "a number between 0 and 1", lambda v: 0 <= v <= 1)
 
 
+def _count_or_all(text: str) -> int | None:
+    """--show-dead-letters: an integer >= 0, or "all" (None: no limit)."""
+    if text.strip().lower() == "all":
+        return None
+    try:
+        return _integer(0)(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0 or 'all', got {text!r}") \
+            from None
+
+
 def _output_file(text: str) -> Path:
     """A path the command can write to, checked before the run: a typo, a missing directory
     or a read-only place must not cost a whole run, found out only at the end.
@@ -197,7 +216,10 @@ def _output_file(text: str) -> Path:
 def _image_file(text: str) -> Path:
     """An output path (see _output_file) whose extension names a format matplotlib writes -
     asked of matplotlib itself, imported only when --plot is given (it takes a moment)."""
-    from matplotlib.backend_bases import FigureCanvasBase
+    try:
+        from matplotlib.backend_bases import FigureCanvasBase
+    except ModuleNotFoundError:  # a usage error, not a traceback (matplotlib is an extra)
+        raise argparse.ArgumentTypeError("needs matplotlib: pip install 'jobq[plot]'") from None
 
     formats = FigureCanvasBase.get_supported_filetypes()
     if Path(text).suffix[1:].lower() not in formats:
@@ -255,6 +277,8 @@ def _parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         epilog=EXIT_CODES,
         formatter_class=raw,
     )
+    parser.add_argument("--version", action="version", version=f"jobq {__version__}",
+                        help="print jobq's version and exit")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = commands.add_parser(
         "run",
@@ -326,8 +350,15 @@ def _parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
                      help="save every event as JSON lines (jobq.Trace.from_jsonl reads them)")
     out.add_argument("--plot", type=_image_file, metavar="FILE.png",
                      help="save a dashboard of the run as an image (.png, .svg, .pdf, ...)")
-    out.add_argument("--no-progress", dest="progress", action="store_false",
-                     help="do not draw the progress bar (on stderr)")
+    out.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                     help="draw a progress bar on stderr, with elapsed time, rate, retries and "
+                          "dead letters (default: only when stderr is a terminal, so a log "
+                          "file gets no bar)")
+    out.add_argument("--show-dead-letters", type=_count_or_all,
+                     default=DEFAULT_SHOWN_DEAD_LETTERS, metavar="N",
+                     help="after the summary, list the first N dead-lettered jobs with their "
+                          "last error on stderr; 'all' lists every one, 0 none "
+                          "(default: %(default)s)")
     out.add_argument("--bounded-memory", action="store_true",
                      help="keep no events and no results (memory does not grow with the "
                           "number of jobs); --trace is then streamed to its file; --plot is "
@@ -338,6 +369,8 @@ def _parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
 def _complete(run: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Check what argparse cannot check alone, and fill in the defaults that depend on
     TARGET. Exits with code 2 (run.error) at the first problem, as argparse does."""
+    if args.progress is None:  # neither --progress nor --no-progress
+        args.progress = _is_terminal(sys.stderr)
     if args.bounded_memory and args.plot:
         run.error("argument --plot: not possible with --bounded-memory, which keeps no events "
                   "to draw (use --trace to stream them to a file)")
@@ -383,6 +416,7 @@ class RunOptions:
     trace: Path | None
     plot: Path | None
     progress: bool
+    show_dead_letters: int | None  # None: all
     bounded_memory: bool
     target: Target | None  # None: the seeded mix (jobs, mix, cpu_iterations, max_delay)
 
@@ -732,6 +766,17 @@ def _to_stderr(text: str) -> None:
         _discard(stream)
 
 
+def _is_terminal(stream: IO[str] | None) -> bool:
+    """Is `stream` a terminal? (Where the progress bar is drawn by default: a file or a pipe
+    - a log - would get every frame of it.) False for a closed or a replaced stream."""
+    if stream is None:
+        return False
+    try:
+        return stream.isatty()
+    except (OSError, ValueError, AttributeError):  # closed, or not a file at all
+        return False
+
+
 def _say(message: str, *, new_line: bool = False) -> None:
     """A status line on stderr, so stdout holds only the summary. `new_line`: start on a
     line of its own, below a progress bar that may be drawn on the current line."""
@@ -810,6 +855,7 @@ class _Interrupts:
         self._drain_timeout = 0.0
         self._progress = False
         self._stopping: asyncio.Event | None = None
+        self.cut = False  # a second signal cancelled the running jobs (pipe.token)
         self._run_over = False
         self._exit_code: int | None = None  # see exiting()
 
@@ -894,6 +940,7 @@ class _Interrupts:
                      new_line=self._progress)
                 if self._pipe is not None:
                     self._pipe.token.cancel()  # "stop now": the drain ends, running jobs are cut
+                    self.cut = True
 
 
 # -- running ------------------------------------------------------------------------------
@@ -912,6 +959,7 @@ class _TraceFile:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.error: OSError | None = None
+        self.trace: Trace | None = None  # the run's trace, whose header the file starts with
         self._file: IO[str] | None = None
         self._opened = False
 
@@ -920,6 +968,9 @@ class _TraceFile:
             self._opened = True
             try:
                 self._file = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 - close()
+                header = None if self.trace is None else self.trace.header
+                if header is not None:  # so that Trace.from_jsonl + plot need nothing else
+                    self._file.write(header.to_json() + "\n")
             except OSError as exc:
                 self.error = exc
         if self._file is not None:
@@ -942,6 +993,31 @@ class _TraceFile:
         if file is not None:
             with contextlib.suppress(OSError):  # closing flushes, which fails again
                 file.close()
+
+
+class _ProgressWatch:
+    """The command line's progress bar, kept by a listener of the run's Trace: one step per
+    job that ended (its one final event), and the retries and dead letters so far next to it
+    ("retries=3 dead=1", as the summary counts them: retries scheduled, jobs dead-lettered).
+    """
+
+    def __init__(self, bar: CountingProgress) -> None:
+        self.bar = bar
+        self.retries = 0
+        self.dead = 0
+        bar.set_counts(retries=0, dead=0)
+
+    def __call__(self, event: Event) -> None:
+        kind = event.kind
+        if kind is EventKind.RETRY_SCHEDULED:
+            self.retries += 1
+            self.bar.set_counts(retries=self.retries, dead=self.dead)
+        elif kind is EventKind.DEAD_LETTERED:
+            self.dead += 1
+            self.bar.set_counts(retries=self.retries, dead=self.dead)
+            self.bar.update(1)
+        elif kind is EventKind.SUCCEEDED or kind is EventKind.CANCELLED:
+            self.bar.update(1)
 
 
 async def _produce_and_drain(pipe: Pipeline, feed: _Feed, progress: bool) -> None:
@@ -991,19 +1067,27 @@ async def _execute(
         try:
             if not stopping.is_set():
                 # TARGET's function is called on the run's loop (and clock): it may be async.
-                # Before the pipeline exists, which can then show a total if it is known.
+                # Before the progress bar exists, which can then show a total if known.
                 await _until_stopped(feed.open(), stopping)
-            pipe = _make_pipeline(options, trace_file, feed.total)
+            pipe = _make_pipeline(options, trace_file)
             interrupts.watch(pipe)
-            async with pipe:
-                if not stopping.is_set():
-                    await _until_stopped(_produce_and_drain(pipe, feed, options.progress),
-                                         stopping)
-                # On a normal end everything has drained already; after a signal the deadline
-                # applies (a second signal cuts it short through pipe.token).
-                report = await pipe.shutdown(
-                    drain_timeout=options.drain_timeout if stopping.is_set() else None
-                )
+            # Drawn by the command, not by the pipeline (progress=False there): its bar is
+            # the notebooks' one, which shows no rate, and no retries or dead letters.
+            bar = make_terminal_progress(options.progress, feed.total)
+            if options.progress:
+                pipe.trace.subscribe(_ProgressWatch(bar))
+            try:
+                async with pipe:
+                    if not stopping.is_set():
+                        await _until_stopped(_produce_and_drain(pipe, feed, options.progress),
+                                             stopping)
+                    # On a normal end everything has drained already; after a signal the
+                    # deadline applies (a second signal cuts it short through pipe.token).
+                    report = await pipe.shutdown(
+                        drain_timeout=options.drain_timeout if stopping.is_set() else None
+                    )
+            finally:
+                bar.close()  # the last frame, with the final counts; then a new line
         finally:
             await feed.close()  # a generator stopped by a signal, or never started
         return pipe, report
@@ -1011,13 +1095,13 @@ async def _execute(
         interrupts.detach()
 
 
-def _make_pipeline(options: RunOptions, trace_file: _TraceFile | None,
-                   total: int | None) -> Pipeline:
+def _make_pipeline(options: RunOptions, trace_file: _TraceFile | None) -> Pipeline:
     trace: bool | Trace = True
     if options.bounded_memory:
         # No events and no results in memory; the trace file, if any, is written as we go.
         trace = Trace(keep=False)
         if trace_file is not None:
+            trace_file.trace = trace  # its header goes first (the Pipeline fills it in)
             trace.subscribe(trace_file.write)
     return Pipeline(
         workers=options.workers,
@@ -1027,8 +1111,7 @@ def _make_pipeline(options: RunOptions, trace_file: _TraceFile | None,
         failures=FailurePlan(fail_rate=options.fail_rate, seed=options.seed),
         trace=trace,
         keep_results=not options.bounded_memory,
-        progress=options.progress,
-        total=total,  # None: a bar that counts, without a percentage
+        progress=False,  # the command draws its own bar (see _execute)
     )
 
 
@@ -1080,7 +1163,13 @@ def _exit_code(report: ShutdownReport, interrupts: _Interrupts, output_lost: boo
     if report.lost:
         return EXIT_INTERNAL, f"{report.lost} jobs were lost - a bug in jobq"
     if interrupts.acted:
-        code, outcome = EXIT_INTERRUPTED, "interrupted; shut down gracefully"
+        code = EXIT_INTERRUPTED
+        if interrupts.cut:
+            outcome = "interrupted twice; cancelled the jobs still running"
+        elif not report.drained:
+            outcome = "interrupted; the drain deadline passed: cancelled the jobs still running"
+        else:
+            outcome = "interrupted; shut down gracefully"
     else:
         if report.succeeded == report.submitted:
             code = EXIT_OK
@@ -1132,6 +1221,31 @@ def _print_summary(text: str) -> bool:
     return True
 
 
+def _dead_letters(options: RunOptions, pipe: Pipeline) -> str:
+    """The first --show-dead-letters dead letters - job id, kind, attempts, last error - and
+    how to see the others; "" if there are none. For stderr: stdout holds only the table."""
+    letters = pipe.dead_letters
+    total, limit = len(letters), options.show_dead_letters
+    shown = total if limit is None else min(limit, total)
+    if not shown:
+        return ""
+    were = "1 job was" if total == 1 else f"{total} jobs were"
+    which = "" if shown == total else f"; the first {shown}"
+    lines = [f"jobq: {were} dead-lettered{which} (job id, kind, attempts: last error):"]
+    for letter in itertools.islice(letters, shown):
+        error = " ".join((letter.last_error or "no error recorded").split())
+        if len(error) > MAX_ERROR_SHOWN:
+            error = error[:MAX_ERROR_SHOWN - 3] + "..."
+        lines.append(f"  job {letter.job.id} ({letter.job.kind}, {len(letter.attempts)} "
+                     f"attempts): {error}")
+    if shown < total:
+        keeps = (f"every one, with each attempt's error, is in {options.trace}"
+                 if options.trace else "--trace FILE keeps every attempt's error")
+        lines.append(f"  ... and {total - shown} more: --show-dead-letters all lists them "
+                     f"all; {keeps}")
+    return "\n".join(lines) + "\n"
+
+
 def _save(option: str, path: Path, what: str, write: Callable[[], None]) -> bool:
     """Write one output file; say where it went, or in one line why not. False if not."""
     try:
@@ -1149,6 +1263,9 @@ def _write_output(options: RunOptions, pipe: Pipeline, report: ShutdownReport, w
     that has gone costs the summary, not the trace. False if anything could not be written."""
     metrics = pipe.metrics()
     written = _print_summary(_summary(options, report, metrics, wall))
+    listing = _dead_letters(options, pipe)
+    if listing:
+        _to_stderr(listing)
     if options.trace:
         trace = options.trace
 

@@ -69,8 +69,8 @@ class Dispatcher:
         job = self._queue.get_nowait()
         if job is not None:
             now = asyncio.get_running_loop().time()
-            self._trace.emit(now, EventKind.DISPATCHED, job.id, slot, None, None,
-                             len(self._queue))
+            self._trace.emit(now, EventKind.DISPATCHED, job.id, worker=slot,
+                             value=len(self._queue))
         return job
 
     @property
@@ -94,8 +94,8 @@ class Dispatcher:
                 # is its permit). The job goes back to the head of the queue, still accounted.
                 self._queue.put_back(job)
                 continue
-            self._trace.emit(loop.time(), EventKind.DISPATCHED, job.id, slot, None, None,
-                             len(self._queue))
+            self._trace.emit(loop.time(), EventKind.DISPATCHED, job.id, worker=slot,
+                             value=len(self._queue))
             self.workers[slot].assign(job)
 
     def __repr__(self) -> str:

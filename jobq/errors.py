@@ -18,6 +18,7 @@
     ├── JobDeadLetteredError     awaiting a handle: the job failed every attempt (has the letter)
     ├── JobCancelledError        awaiting a handle: the job was cancelled (has the reason)
     ├── ResultNotReadyError      handle.result() before the job ended
+    ├── ReportNotReadyError      pipe.report before shutdown has finished
     ├── NotImportableError       a work function the process pool cannot import in a child
     ├── UnguardedMainError       a process pool started by a script's unguarded top-level code
     ├── AccountingError          a job was lost or reported twice: a bug in jobq, never expected
@@ -50,6 +51,7 @@ __all__ = [
     "NotImportableError",
     "PipelineClosedError",
     "QueueFullError",
+    "ReportNotReadyError",
     "ResponseTooLargeError",
     "ResultNotReadyError",
     "UnguardedMainError",
@@ -118,6 +120,11 @@ class JobCancelledError(JobqError):
 
 class ResultNotReadyError(JobqError):
     """`handle.result()` was called before the job ended; `await handle` waits instead."""
+
+
+class ReportNotReadyError(JobqError):
+    """`pipe.report` was read before shutdown had finished: there is no report yet (leave
+    `async with`, or `await pipe.shutdown()`, which returns it)."""
 
 
 class InjectedFailure(JobFailedError):

@@ -8,6 +8,9 @@
             await pipe.submit(job)       # waits while the queue is full
     print(pipe.report)                   # leaving the block drained everything
 
+Without `async with` (a test that drives the clock by hand, say): `await pipe.start()`, then
+`await pipe.shutdown()` - which is what entering and leaving the block do.
+
 Shutdown runs in phases, each recorded in the trace as a PHASE event:
 
     closing    the queue refuses new jobs; producers waiting for space get PipelineClosedError
@@ -48,6 +51,7 @@ from jobq.errors import (
     InvalidJobError,
     JobqError,
     PipelineClosedError,
+    ReportNotReadyError,
 )
 from jobq.handles import JobHandle, ResultStream
 from jobq.http import HttpClient, HttpLimits
@@ -78,7 +82,12 @@ T = TypeVar("T")
 _JOB_TYPES = (CpuBound, AsyncIo, Delayed, Call, Blocking)
 
 
-class PipelineState(enum.Enum):
+class PipelineState(enum.StrEnum):
+    """Where a pipeline is in its life: created -> running -> draining -> stopped.
+
+    A str enum: `state is PipelineState.STOPPED` is the check to write, and it also equals its
+    value (`state == "stopped"`), so code written against the plain strings keeps working."""
+
     CREATED = "created"
     RUNNING = "running"
     DRAINING = "draining"
@@ -89,7 +98,7 @@ class PipelineState(enum.Enum):
 class PipelineStatistics:
     """A snapshot of the pipeline at one instant; it does not change afterwards."""
 
-    state: str
+    state: PipelineState
     workers: int
     capacity: int
     queued: int
@@ -100,6 +109,14 @@ class PipelineStatistics:
     cancelled: int
     open: int  # accepted and not yet final
     producers_waiting: int
+
+    def __repr__(self) -> str:
+        # The state shows as its value, state='running' - what it equals (a str enum), and
+        # what notebooks' stored outputs print - not as <PipelineState.RUNNING: 'running'>.
+        fields = ", ".join(
+            f"{f.name}={(self.state.value if f.name == 'state' else getattr(self, f.name))!r}"
+            for f in dataclasses.fields(self))
+        return f"PipelineStatistics({fields})"
 
 
 @dataclass(frozen=True)
@@ -128,11 +145,6 @@ class ShutdownReport:
                 + self.cancelled_awaiting_retry)
 
     @property
-    def failed(self) -> int:
-        """Jobs that failed every attempt (they are in the dead-letter queue)."""
-        return self.dead_lettered
-
-    @property
     def ended(self) -> int:
         return self.succeeded + self.dead_lettered + self.cancelled
 
@@ -157,7 +169,7 @@ class Pipeline:
 
         async with Pipeline(workers=4, capacity=10) as pipe:
             await pipe.submit(Job(1, b"hi", Delayed(0.5)))
-        assert pipe.report.lost == 0
+        assert pipe.report.lost == 0     # the report exists once the block is left
 
     Arguments (all keyword-only):
         workers, capacity   at most `workers` jobs run at once; at most `capacity` wait
@@ -245,6 +257,7 @@ class Pipeline:
         self._http: HttpClient | None = None
         self._retry = retry or RetryPolicy()
         self._failures = failures or FailurePlan()
+        self._seed = None if failures is None else failures.seed  # for the trace's header
         self._cpu_cost = cpu_cost
         # The token tree: root -> dispatcher -> each worker (see jobq.cancel).
         self.token = CancellationToken("root")
@@ -262,17 +275,36 @@ class Pipeline:
         self._deadline_timer: asyncio.TimerHandle | None = None
         self._deadline_passed = False
         self._drain_waker: asyncio.Future[None] | None = None  # wakes the drain
-        self.report: ShutdownReport | None = None
+        self._report: ShutdownReport | None = None  # set once, when shutdown has finished
         self._phases: list[tuple[str, float]] = []
         # Cancelling the root yourself means "stop now" - from this moment on, even before
         # the pipeline starts (a signal handler may fire early): intake closes at once.
         self.token.on_cancel(self._root_cancelled)
 
     # -- starting ---------------------------------------------------------------------------
+    async def start(self) -> Pipeline:
+        """Start the stages: the dispatcher and the workers begin to wait for jobs.
+
+        `async with pipe` does this on entry, and `submit` on the first job, so call it
+        yourself only without `async with` - a test that steps a paused clock, say - and end
+        with `await pipe.shutdown()`. Idempotent: a running pipeline stays as it is, and one
+        that is shutting down or stopped does not start again. Returns the pipeline.
+        """
+        self._start()
+        return self
+
     def _start(self) -> None:
         if self._state is not PipelineState.CREATED or self._queue.closed:
             return  # running already, or closed before it started: nothing to run
         loop = asyncio.get_running_loop()
+        # The trace describes its run (a trace file is then enough to plot it again).
+        executor = self._offload.kind
+        self.trace.describe(
+            clock="virtual" if is_virtual() else "real", t0=loop.time(),
+            workers=self.workers, capacity=self.capacity,
+            executor=executor if isinstance(executor, str) else type(executor).__name__,
+            seed=self._seed,
+        )
         self._collector = Collector(
             self.ledger, make_progress(self._progress_enabled, self._total),
             keep_results=self._keep_results, on_result=self._job_ended,
@@ -314,8 +346,7 @@ class Pipeline:
         return self._http
 
     async def __aenter__(self) -> Pipeline:
-        self._start()
-        return self
+        return await self.start()
 
     async def __aexit__(
         self,
@@ -366,7 +397,7 @@ class Pipeline:
         # Runs in the same step as the put: the dispatcher cannot see the job before this.
         now = asyncio.get_running_loop().time()
         self.ledger.accept(job.id, now)
-        self.trace.emit(now, EventKind.ENQUEUED, job.id, None, None, job.kind, len(self._queue))
+        self.trace.emit(now, EventKind.ENQUEUED, job.id, info=job.kind, value=len(self._queue))
         handle: JobHandle[Any] = JobHandle(job.id, self._cancel_job)
         self._handles[job.id] = weakref.ref(handle)
         return handle
@@ -467,6 +498,17 @@ class Pipeline:
         return self._state
 
     @property
+    def report(self) -> ShutdownReport:
+        """How every accepted job ended - once shutdown has finished (after `async with`, or
+        `await pipe.shutdown()`, which returns the same report). Before that there is no
+        report: reading it raises ReportNotReadyError, never returns None."""
+        if self._report is None:
+            raise ReportNotReadyError(
+                f"the pipeline is {self._state.value}: its report exists once shutdown has "
+                "finished (leave `async with`, or `await pipe.shutdown()`, which returns it)")
+        return self._report
+
+    @property
     def results(self) -> list[JobResult]:
         """The results kept (all, none, or the last N: see `keep_results`), in end order."""
         return [] if self._collector is None else list(self._collector.results)
@@ -537,7 +579,7 @@ class Pipeline:
     def statistics(self) -> PipelineStatistics:
         by = self.ledger.by_status
         return PipelineStatistics(
-            state=self._state.value, workers=self.workers, capacity=self.capacity,
+            state=self._state, workers=self.workers, capacity=self.capacity,
             queued=len(self._queue),
             running=0 if self._dispatcher is None else self._dispatcher.busy,
             submitted=self.ledger.accepted, succeeded=by[ResultStatus.SUCCEEDED],
@@ -637,8 +679,8 @@ class Pipeline:
     def _never_started(self, job: Job, now: float, depth: int) -> None:
         """End a job taken out of the queue as CANCELLED(never-started)."""
         assert self._collector is not None
-        self.trace.emit(now, EventKind.CANCELLED, job.id, None, None,
-                        CancelReason.NEVER_STARTED.value, depth)
+        self.trace.emit(now, EventKind.CANCELLED, job.id,
+                        info=CancelReason.NEVER_STARTED.value, value=depth)
         self._collector.deliver(JobResult(
             job.id, 0.0, ResultStatus.CANCELLED, kind=job.kind,
             submitted_at=self.ledger.open[job.id], finished_at=now,
@@ -651,8 +693,8 @@ class Pipeline:
             self._state = PipelineState.STOPPED
             self._end_streams()
             self.trace.close()
-            self.report = self._report(drained=True)
-            return self.report
+            self._report = self._make_report(drained=True)
+            return self._report
         assert self._collector is not None and self._dispatcher is not None
         self._phase("draining")
         drained = await self._drain()
@@ -667,7 +709,7 @@ class Pipeline:
         self._phase("stopped")
         self._state = PipelineState.STOPPED
         self.trace.close()
-        self.report = self._report(drained)
+        self._report = report = self._make_report(drained)
         for task, outcome in zip(self._tasks, results, strict=True):
             # A stage that crashed, or was killed from outside, is a bug: do not hide it.
             if isinstance(outcome, asyncio.CancelledError):
@@ -677,7 +719,7 @@ class Pipeline:
                 )
             if isinstance(outcome, Exception):
                 raise outcome
-        return self.report
+        return report
 
     async def _drain(self) -> bool:
         """Wait for every open job to end, for the root token, or for the deadline - which a
@@ -707,7 +749,7 @@ class Pipeline:
         assert self._collector is not None
         self._collector.progress.close()
 
-    def _report(self, drained: bool) -> ShutdownReport:
+    def _make_report(self, drained: bool) -> ShutdownReport:
         by, why = self.ledger.by_status, self.ledger.by_reason
         return ShutdownReport(
             submitted=self.ledger.accepted,
@@ -739,6 +781,13 @@ class RunResult:
     metrics: Metrics
     dead_letters: DeadLetterQueue
     workers: int
+
+    @classmethod
+    def from_pipeline(cls, pipe: Pipeline) -> RunResult:
+        """Everything a stopped pipeline produced, as `jobq.run` returns it (raises
+        ReportNotReadyError if its shutdown has not finished)."""
+        return cls(pipe.report, pipe.results, pipe.trace, pipe.metrics(), pipe.dead_letters,
+                   pipe.workers)
 
     def __repr__(self) -> str:
         r = self.report
@@ -783,6 +832,4 @@ async def run(
             async with asyncio.TaskGroup() as group:
                 for p in range(producers):
                     group.create_task(pipe.submit_many(job_list[p::producers]))
-    assert pipe.report is not None
-    return RunResult(pipe.report, pipe.results, pipe.trace, pipe.metrics(), pipe.dead_letters,
-                     pipe.workers)
+    return RunResult.from_pipeline(pipe)

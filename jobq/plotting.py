@@ -12,7 +12,12 @@ Every function answers one question, and says so in its title:
 Each takes the data plus `ax=None` and returns the Axes it drew on (a new figure of a fixed
 size when `ax` is None), so a notebook can put several in one figure. One colour means one
 thing everywhere: `STATUS_COLOURS` for how an attempt or job ended, `KIND_COLOURS` for the
-job type. Time axes say whether they show virtual seconds (the virtual clock) or real ones.
+job type. A hatched bar is an attempt that failed (a retry may follow), in every plot.
+
+Time axes say whether they show virtual seconds (the virtual clock) or real ones, as the
+trace's header says (`virtual=None`; a trace without one is taken as virtual). On the real
+clock they count seconds since the run started - not the loop's monotonic time - so a trace
+loaded from a file is drawn as it was live: `plot_dashboard(Trace.from_jsonl("run.jsonl"))`.
 
 This is the only jobq module that imports matplotlib. It never chooses a backend: the
 notebook (inline) or the test run (MPLBACKEND=Agg) does.
@@ -25,9 +30,18 @@ from collections.abc import Iterable, Mapping, Sequence
 from itertools import pairwise
 from typing import TYPE_CHECKING, Literal
 
-from matplotlib.lines import Line2D
-from matplotlib.patches import Patch
-from matplotlib.ticker import MaxNLocator
+try:
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import MaxNLocator
+except ModuleNotFoundError as exc:  # matplotlib is the `plot` extra, not a core dependency
+    if exc.name != "matplotlib":
+        raise
+    raise ModuleNotFoundError(
+        "jobq.plotting needs matplotlib, which is jobq's `plot` extra: "
+        "pip install 'jobq[plot]' (in a checkout of jobq: pip install -e '.[plot]')",
+        name="matplotlib",
+    ) from exc
 
 from jobq.metrics import (
     Metrics,
@@ -98,6 +112,11 @@ _FINAL_STATUS = {
     EventKind.CANCELLED: "cancelled",
 }
 _STATUS_MARKERS = {"succeeded": "o", "dead-lettered": "X", "cancelled": "s"}
+# Attempts that failed are hatched, whatever their colour: the bar's colour says the job's
+# kind (or the outcome), the stripes say "this attempt failed" - so retries stand out.
+_FAILED_OUTCOMES = frozenset({"failed", "dead-lettered"})
+FAILED_HATCH = "////"
+BACKOFF_COLOUR = "#555555"
 
 
 # -- small shared helpers --------------------------------------------------------------
@@ -114,9 +133,33 @@ def _new_axes(ax: Axes | None, figsize: tuple[float, float] = FIGSIZE) -> Axes:
     return new_ax
 
 
-def _events(trace: Trace | Iterable[Event]) -> list[Event]:
-    # Each helper below walks the events once; a list lets a generator be walked twice.
-    return list(trace)
+class _Timeline(list[Event]):
+    """A run's events ready to draw (a list: each helper walks them once, and a generator
+    could be walked only once), and the clock they were measured on.
+
+    On the real clock an event's `t` is the loop's monotonic time - 1668.0 s since the
+    machine booted, say, which tells a reader nothing - so the events are moved to count
+    from the run's start: the header's `t0`, else the first event. Virtual time starts with
+    the run already, and is left exactly as it is.
+    """
+
+    def __init__(self, events: Iterable[Event], virtual: bool) -> None:
+        super().__init__(events)
+        self.virtual = virtual
+
+
+def _timeline(trace: Trace | Iterable[Event], virtual: bool | None) -> _Timeline:
+    if isinstance(trace, _Timeline):
+        return trace  # prepared already: the dashboard hands one to each of its panels
+    header = trace.header if isinstance(trace, Trace) else None
+    if virtual is None:  # as the trace says; without a header, virtual (as before headers)
+        virtual = True if header is None or header.virtual is None else header.virtual
+    events = list(trace)
+    if virtual or not events:
+        return _Timeline(events, virtual)
+    origin = header.t0 if header is not None and header.t0 is not None else events[0].t
+    return _Timeline((Event(e.seq, e.t - origin, e.kind, e.job, e.worker, e.attempt, e.info,
+                            e.value) for e in events), virtual)
 
 
 def _time_label(virtual: bool) -> str:
@@ -144,23 +187,31 @@ def _draw_spans(
     order = [k for k in colour_of if k in groups] + sorted(k for k in groups if k not in colour_of)
     total = max((s.end for s in spans), default=0.0) - min((s.start for s in spans), default=0.0)
     for key in order:
-        group = groups[key]
         colour = colour_of_kind(key, colour_of)
-        if len(spans) <= _PATCH_BARS_UP_TO:
-            ys = [row[getattr(s, row_of)] for s in group]
-            ax.barh(ys, [s.duration for s in group], left=[s.start for s in group],
-                    height=_BAR_HEIGHT, color=colour, edgecolor="white", linewidth=0.8,
-                    label=key)
-        else:
-            # One collection per row, not one patch per bar: matplotlib places every patch on
-            # its own (~2 ms each - 20 s for 10,000 bars). And no white edge: at this density
-            # a bar is narrower than its edge, which would paint the row white.
-            by_row: dict[int, list[tuple[float, float]]] = {}
-            for s in group:
-                by_row.setdefault(row[getattr(s, row_of)], []).append((s.start, s.duration))
-            for i, (y, xranges) in enumerate(by_row.items()):
-                ax.broken_barh(xranges, (y - _BAR_HEIGHT / 2, _BAR_HEIGHT), facecolors=colour,
-                               linewidth=0, label=key if i == 0 else None)  # one legend entry
+        group = groups[key]
+        # Failed attempts apart: they are drawn hatched (white stripes on the colour).
+        parts = [([s for s in group if s.outcome not in _FAILED_OUTCOMES], None),
+                 ([s for s in group if s.outcome in _FAILED_OUTCOMES], FAILED_HATCH)]
+        for part, hatch in parts:
+            if not part:
+                continue
+            if len(spans) <= _PATCH_BARS_UP_TO:
+                ys = [row[getattr(s, row_of)] for s in part]
+                ax.barh(ys, [s.duration for s in part], left=[s.start for s in part],
+                        height=_BAR_HEIGHT, color=colour, edgecolor="white", linewidth=0.8,
+                        hatch=hatch, label=key)
+            else:
+                # One collection per row, not one patch per bar: matplotlib places every patch
+                # on its own (~2 ms each - 20 s for 10,000 bars). And no white edge: at this
+                # density a bar is narrower than its edge, which would paint the row white
+                # (the white edge colour is kept for the hatch's stripes only).
+                by_row: dict[int, list[tuple[float, float]]] = {}
+                for s in part:
+                    by_row.setdefault(row[getattr(s, row_of)], []).append((s.start, s.duration))
+                for i, (y, xranges) in enumerate(by_row.items()):
+                    ax.broken_barh(xranges, (y - _BAR_HEIGHT / 2, _BAR_HEIGHT),
+                                   facecolors=colour, edgecolors="white", linewidth=0,
+                                   hatch=hatch, label=key if i == 0 else None)  # one entry
         # A zero-width bar is invisible - e.g. CPU work on the virtual clock costs no virtual
         # time. A tick mark keeps it on the picture.
         instant = [s for s in group if s.duration == 0]
@@ -170,10 +221,42 @@ def _draw_spans(
     if len(spans) <= _LABEL_BARS_UP_TO and total > 0:
         for s in spans:
             if s.duration >= 0.04 * total:
-                text = f"#{s.attempt}" if row_of == "job" else str(s.job)
+                if row_of == "job":
+                    text = f"#{s.attempt}"
+                else:  # a retry says which attempt it is: job 7's second try is "7#2"
+                    text = str(s.job) if s.attempt == 1 else f"{s.job}#{s.attempt}"
                 ax.text(s.start + s.duration / 2, row[getattr(s, row_of)], text,
                         ha="center", va="center", fontsize=7, color="white")
     return order
+
+
+def _backoff_gaps(spans: Sequence[Span], events: Sequence[Event]) -> list[tuple[Span, float]]:
+    """Each backoff pause, as (the failed attempt before it, when the pause ended): at the
+    next attempt's start or, for a job that shutdown cancelled while it waited, then."""
+    by_job: dict[int, list[Span]] = {}
+    for s in spans:
+        by_job.setdefault(s.job, []).append(s)
+    cancelled_at = {e.job: e.t for e in events
+                    if e.kind is EventKind.CANCELLED and e.job in by_job}
+    gaps: list[tuple[Span, float]] = []
+    for job, attempts in by_job.items():
+        # Only after a failed attempt: a dead-lettered job that is replayed later did not
+        # wait out a backoff in between.
+        gaps += [(a, b.start) for a, b in pairwise(attempts) if a.outcome == "failed"]
+        if attempts[-1].outcome == "failed" and job in cancelled_at:
+            gaps.append((attempts[-1], cancelled_at[job]))
+    return gaps
+
+
+def _failed_patch(colour: str, label: str) -> Patch:
+    return Patch(facecolor=colour, edgecolor="white", hatch=FAILED_HATCH, label=label)
+
+
+def _outcome_patch(outcome: str, label: str) -> Patch:
+    """A legend entry for an attempt outcome, hatched if the attempt failed (as its bars)."""
+    if outcome in _FAILED_OUTCOMES:
+        return _failed_patch(STATUS_COLOURS[outcome], label)
+    return Patch(color=STATUS_COLOURS[outcome], label=label)
 
 
 def _rows(ax: Axes, labels: Sequence[str], ylabel: str) -> None:
@@ -195,27 +278,44 @@ def plot_concurrency_trace(
     trace: Trace | Iterable[Event],
     *,
     ax: Axes | None = None,
-    virtual: bool = True,
+    virtual: bool | None = None,
     colour_by: Literal["kind", "outcome"] = "kind",
 ) -> Axes:
     """Who ran what, when? One row per worker slot, one bar per attempt (job id inside).
 
     Colour by job `"kind"` (cpu / io / delay) or by `"outcome"` of the attempt. No more
-    than N rows can be busy at any time - that is the concurrency limit, visible.
+    than N rows can be busy at any time - that is the concurrency limit, visible. Retries
+    show too: a failed attempt is hatched, the thin line after it is the backoff pause (the
+    worker keeps its slot while it waits), and the retry's bar says which attempt it is
+    ("7#2"). `virtual`: which clock the axis counts (None: as the trace's header says).
     """
     if colour_by not in ("kind", "outcome"):
         raise ValueError(f"colour_by must be 'kind' or 'outcome', got {colour_by!r}")
     ax = _new_axes(ax)
-    spans = worker_spans(_events(trace))
+    events = _timeline(trace, virtual)
+    spans = worker_spans(events)
     workers = sorted({s.worker for s in spans})
     row = {w: i for i, w in enumerate(workers)}
     colours = KIND_COLOURS if colour_by == "kind" else STATUS_COLOURS
     keys = _draw_spans(ax, spans, row, "worker", colours, colour_by)
+    gaps = _backoff_gaps(spans, events)
+    if gaps:
+        ax.hlines([row[a.worker] for a, _ in gaps], [a.end for a, _ in gaps],
+                  [end for _, end in gaps], color=BACKOFF_COLOUR, linewidth=1.2, zorder=1)
     _rows(ax, [f"worker {w}" for w in workers], "worker slot")
-    ax.set_xlabel(_time_label(virtual))
+    ax.set_xlabel(_time_label(events.virtual))
     ax.set_title("Who ran what, when?")
     if spans:
-        handles = [Patch(color=colour_of_kind(k, colours), label=k) for k in keys]
+        handles: list[Patch | Line2D]
+        if colour_by == "kind":
+            handles = [Patch(color=colour_of_kind(k, colours), label=k) for k in keys]
+            if any(s.outcome in _FAILED_OUTCOMES for s in spans):
+                handles.append(_failed_patch(KIND_COLOURS["unknown"], "failed attempt"))
+        else:
+            handles = [_outcome_patch(k, k) for k in keys]
+        if gaps:
+            handles.append(Line2D([], [], color=BACKOFF_COLOUR, linewidth=1.2,
+                                  label="backoff pause"))
         _legend_outside(ax, handles, "job kind" if colour_by == "kind" else "attempt outcome")
     else:
         _empty(ax, "no attempts in this trace")
@@ -238,15 +338,19 @@ def plot_backpressure(
     *,
     capacity: int | None = None,
     ax: Axes | None = None,
-    virtual: bool = True,
+    virtual: bool | None = None,
 ) -> Axes:
     """When did the producer wait? Queue depth over time, with the producer's waits shaded.
 
     Backpressure in one picture: the depth climbs to the capacity line, and exactly then
-    the shading starts - the producer is held until a worker takes a job out.
+    the shading starts - the producer is held until a worker takes a job out. `capacity`:
+    None draws the capacity the trace's header has, if any.
     """
     ax = _new_axes(ax)
-    events = _events(trace)
+    if capacity is None and isinstance(trace, Trace) and trace.header is not None:
+        capacity = trace.header.capacity
+    events = _timeline(trace, virtual)
+    virtual = events.virtual
     times, depths = queue_depth_series(events)
     handles: list[Patch | Line2D] = []
     if times:
@@ -279,7 +383,7 @@ def plot_shutdown_timeline(
     trace: Trace | Iterable[Event],
     *,
     ax: Axes | None = None,
-    virtual: bool = True,
+    virtual: bool | None = None,
 ) -> Axes:
     """What did shutdown do? Attempts per worker, shutdown phases, and how every job ended.
 
@@ -288,7 +392,8 @@ def plot_shutdown_timeline(
     (cancelled while still queued or waiting for a retry) sit on the "queue" row.
     """
     ax = _new_axes(ax)
-    events = _events(trace)
+    events = _timeline(trace, virtual)
+    virtual = events.virtual
     spans = worker_spans(events)
     workers = sorted({s.worker for s in spans}
                      | {e.worker for e in events if e.kind in FINAL_KINDS and e.worker is not None})
@@ -338,9 +443,7 @@ def plot_shutdown_timeline(
     ax.set_xlabel(_time_label(virtual))
     ax.set_title("What did shutdown do?")
     outcomes = [k for k in STATUS_COLOURS if any(s.outcome == k for s in spans)]
-    handles: list[Patch | Line2D] = [
-        Patch(color=STATUS_COLOURS[k], label=f"attempt {k}") for k in outcomes
-    ]
+    handles: list[Patch | Line2D] = [_outcome_patch(k, f"attempt {k}") for k in outcomes]
     handles += [
         Line2D([], [], linestyle="", marker=_STATUS_MARKERS[s], markersize=7,
                markerfacecolor=STATUS_COLOURS[s], markeredgecolor="black", label=f"job {s}")
@@ -359,7 +462,7 @@ def plot_retry_timeline(
     trace: Trace | Iterable[Event],
     *,
     ax: Axes | None = None,
-    virtual: bool = True,
+    virtual: bool | None = None,
 ) -> Axes:
     """How did retries play out? One row per job that retried or was dead-lettered.
 
@@ -367,7 +470,8 @@ def plot_retry_timeline(
     backoff pause - growing each time - and ✕ marks where a job gave up to the dead letters.
     """
     ax = _new_axes(ax)
-    events = _events(trace)
+    events = _timeline(trace, virtual)
+    virtual = events.virtual
     retried = {e.job for e in events if e.job is not None
                and e.kind in (EventKind.RETRY_SCHEDULED, EventKind.DEAD_LETTERED)}
     row = {job: i for i, job in enumerate(sorted(retried))}  # rows in job-id order
@@ -376,18 +480,11 @@ def plot_retry_timeline(
 
     # Backoff: from the end of one attempt to the start of the next - or, for a job that
     # shutdown cancelled while it waited, to that cancellation.
-    by_job: dict[int, list[Span]] = {}
-    for s in spans:
-        by_job.setdefault(s.job, []).append(s)
-    cancelled_at = {e.job: e.t for e in events if e.kind is EventKind.CANCELLED and e.job in row}
-    gaps: list[tuple[int, float, float]] = []
-    for job, attempts in by_job.items():
-        gaps += [(row[job], a.end, b.start) for a, b in pairwise(attempts)]
-        if attempts[-1].outcome == "failed" and job in cancelled_at:
-            gaps.append((row[job], attempts[-1].end, cancelled_at[job]))
+    gaps = _backoff_gaps(spans, events)
     if gaps:
-        ax.hlines([g[0] for g in gaps], [g[1] for g in gaps], [g[2] for g in gaps],
-                  color="#555555", linewidth=1.2, zorder=1)
+        ax.hlines([row[a.job] for a, _ in gaps], [a.end for a, _ in gaps],
+                  [end for _, end in gaps], color=BACKOFF_COLOUR, linewidth=1.2, zorder=1)
+    cancelled_at = {e.job: e.t for e in events if e.kind is EventKind.CANCELLED and e.job in row}
     dead = [(e.t, row[e.job]) for e in events
             if e.kind is EventKind.DEAD_LETTERED and e.job in row]
     if dead:
@@ -405,11 +502,10 @@ def plot_retry_timeline(
     ax.set_xlabel(_time_label(virtual))
     ax.set_title("How did retries play out?")
     outcomes = [k for k in STATUS_COLOURS if any(s.outcome == k for s in spans)]
-    handles: list[Patch | Line2D] = [
-        Patch(color=STATUS_COLOURS[k], label=f"attempt {k}") for k in outcomes
-    ]
+    handles: list[Patch | Line2D] = [_outcome_patch(k, f"attempt {k}") for k in outcomes]
     if gaps:
-        handles.append(Line2D([], [], color="#555555", linewidth=1.2, label="backoff pause"))
+        handles.append(Line2D([], [], color=BACKOFF_COLOUR, linewidth=1.2,
+                              label="backoff pause"))
     if dead:
         handles.append(Line2D([], [], linestyle="", marker="X", markersize=9,
                               markerfacecolor=STATUS_COLOURS["dead-lettered"],
@@ -519,30 +615,51 @@ _DASHBOARD_ROWS = (
 
 def plot_dashboard(
     trace: Trace | Iterable[Event],
-    metrics: Metrics,
+    metrics: Metrics | None = None,
     *,
-    workers: int,
+    workers: int | None = None,
     capacity: int | None = None,
     fig: Figure | None = None,
-    virtual: bool = True,
+    virtual: bool | None = None,
 ) -> Figure:
     """How did the run go? Four panels: who ran what, queue depth, latencies, key numbers.
 
-    `metrics` should come from the same run (`metrics_from_trace(trace, workers)` or a
-    live `MetricsAggregator`) - the pictures and the numbers then agree by construction.
+        plot_dashboard(Trace.from_jsonl("run.jsonl"))     # a saved run: the trace is enough
+
+    What is not given comes from the trace: `workers`, `capacity` and the clock from its
+    header (a trace without one: the worker slots seen in it, no capacity line, virtual
+    time), and `metrics` computed from its events (`metrics_from_trace`). Metrics you pass
+    should come from the same run - the pictures and the numbers then agree by construction.
     """
+    header = trace.header if isinstance(trace, Trace) else None
+    events = _timeline(trace, virtual)
+    workers_label = "workers"
+    if workers is None and header is not None:
+        workers = header.workers
+    if workers is None:  # an old file: count the slots that ran something (a lower bound)
+        workers = 1 + max((e.worker for e in events
+                           if e.kind is EventKind.STARTED and e.worker is not None), default=0)
+        workers_label = "workers (seen in the trace)"
+    if capacity is None and header is not None:
+        capacity = header.capacity
+    if metrics is None:
+        from jobq.metrics import metrics_from_trace  # (here: the imports above stay as they are)
+
+        metrics = metrics_from_trace(events, workers)
     if fig is None:
         import matplotlib.pyplot as plt  # lazily, as in _new_axes
 
         fig = plt.figure(figsize=DASHBOARD_FIGSIZE, layout="constrained")
-    events = _events(trace)
     (ax_trace, ax_queue), (ax_latency, ax_numbers) = fig.subplots(2, 2)
-    plot_concurrency_trace(events, ax=ax_trace, virtual=virtual)
-    plot_backpressure(events, capacity=capacity, ax=ax_queue, virtual=virtual)
-    _plot_latency_histogram(events, metrics, ax_latency, virtual)
+    plot_concurrency_trace(events, ax=ax_trace)
+    plot_backpressure(events, capacity=capacity, ax=ax_queue)
+    _plot_latency_histogram(events, metrics, ax_latency, events.virtual)
 
     rows = dict(metrics.summary_rows())
-    cells = [["workers", str(workers)]] + [[label, rows[label]] for label in _DASHBOARD_ROWS]
+    cells = [[workers_label, str(workers)]] + [[label, rows[label]] for label in _DASHBOARD_ROWS]
+    if header is not None and header.executor is not None and header.clock is not None:
+        # What the run was, as its trace says (one row: the table fills its panel already).
+        cells.append(["executor / clock", f"{header.executor} / {header.clock}"])
     ax_numbers.axis("off")
     table = ax_numbers.table(cellText=cells, colLabels=["metric", "value"], loc="center",
                              cellLoc="left", colWidths=[0.62, 0.38])

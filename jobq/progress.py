@@ -1,8 +1,15 @@
 """Progress while jobs run: a widget bar in Jupyter, a text bar in a terminal, or nothing.
 
-We use tqdm (tqdm.auto picks the widget or the text bar). The bar shows a count and a
-percentage but no rate or time estimate: those change every run, and notebooks are
-committed with their outputs (nbval compares them), so they would break the comparison.
+We use tqdm. Two bars:
+
+* `make_progress` - the Pipeline's bar (tqdm.auto picks the widget or the text bar). It shows
+  a count and a percentage but no rate or time estimate: those change every run, and
+  notebooks are committed with their outputs (nbval compares them), so they would break the
+  comparison.
+* `make_terminal_progress` - the command line's bar (`jobq run`), drawn on stderr only when
+  that is a terminal (or when asked with `--progress`). Nothing of it is stored, so it shows
+  what a person watching wants: elapsed time, rate, time left when the total is known, and
+  counts such as retries and dead letters (`set_counts`).
 
 A bar never raises. It is a courtesy to whoever watches, and it draws on stderr, which may
 be closed (`2>&-`, as cron may start a command) or lead to a reader that has gone (a broken
@@ -17,19 +24,37 @@ import os
 import sys
 from typing import Any, Protocol
 
-__all__ = ["Progress", "make_progress"]
+__all__ = ["CountingProgress", "Progress", "make_progress", "make_terminal_progress"]
 
 # No {rate} / {elapsed} / {remaining}: see the module docstring.
 BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt}"
+# The command line's bar, in a terminal only (see the module docstring). {postfix} is
+# ", retries=3 dead=1" once set_counts() was called. {rate_noinv_fmt}: always "0.40 jobs/s"
+# ({rate_fmt} turns slow rates into "2.50s/ jobs").
+TERMINAL_BAR_FORMAT = ("{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} "
+                       "[{elapsed}<{remaining}, {rate_noinv_fmt}{postfix}]")
+TERMINAL_COUNT_FORMAT = "{desc}: {n_fmt} [{elapsed}, {rate_noinv_fmt}{postfix}]"
 
 
 class Progress(Protocol):
+    """What the pipeline's collector needs: one update per job that ended, then close."""
+
     def update(self, n: int = 1) -> Any: ...
     def close(self) -> Any: ...
 
 
+class CountingProgress(Progress, Protocol):
+    """A bar that also shows named counts next to the bar: `set_counts(retries=3, dead=1)`
+    shows "retries=3 dead=1" from the next time it draws (an update, or close)."""
+
+    def set_counts(self, **counts: int) -> Any: ...
+
+
 class _NoProgress:
     def update(self, n: int = 1) -> None:
+        return None
+
+    def set_counts(self, **counts: int) -> None:
         return None
 
     def close(self) -> None:
@@ -51,6 +76,17 @@ class _SwitchesOff:
         if self._bar is not None:
             try:
                 self._bar.update(n)
+            except Exception:  # any failure: see the class docstring
+                self._switch_off()
+
+    def set_counts(self, **counts: int) -> None:
+        if self._bar is not None:
+            text = " ".join(f"{name}={count}" for name, count in counts.items())
+            try:
+                # Not drawn now: the next update draws it, at most every tqdm's mininterval
+                # (a count may change with every event of a big run), and close() draws
+                # the last counts.
+                self._bar.set_postfix_str(text, refresh=False)
             except Exception:  # any failure: see the class docstring
                 self._switch_off()
 
@@ -86,6 +122,27 @@ def make_progress(enabled: bool | None, total: int | None, desc: str = "jobs") -
         # Draws the empty bar at once: the first write may fail already.
         bar = tqdm(total=total, desc=desc, bar_format=bar_format, leave=True,
                    dynamic_ncols=True)
+    except Exception:  # any failure: see _SwitchesOff
+        return _NoProgress()
+    return _SwitchesOff(bar)
+
+
+def make_terminal_progress(enabled: bool, total: int | None,
+                           desc: str = "jobs") -> CountingProgress:
+    """The command line's text bar on stderr, with elapsed time, rate and counts (see the
+    module docstring), or a do-nothing stand-in when disabled or when stderr is closed.
+
+    The caller decides when it is on (`jobq run`: when stderr is a terminal). Always tqdm's
+    text bar, never the notebook widget; like make_progress's bar it never raises.
+    """
+    if not enabled or sys.stderr is None:
+        return _NoProgress()
+    from tqdm import tqdm
+
+    bar_format = TERMINAL_BAR_FORMAT if total is not None else TERMINAL_COUNT_FORMAT
+    try:
+        bar = tqdm(total=total, desc=desc, bar_format=bar_format, unit=" jobs", leave=True,
+                   dynamic_ncols=True, file=sys.stderr)
     except Exception:  # any failure: see _SwitchesOff
         return _NoProgress()
     return _SwitchesOff(bar)

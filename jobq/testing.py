@@ -1,4 +1,15 @@
-"""A real HTTP server on 127.0.0.1 for tests, notebooks and the CLI - no mocks.
+"""A real HTTP server on 127.0.0.1 for tests, notebooks and the CLI - no mocks; and the test
+kit that jobq's own tests and notebook 5 use, for your tests too.
+
+The test kit:
+
+    jobs = delayed_jobs([0.5, 1.0, 2.0])     # Job 0, 1, 2: Delayed(0.5), Delayed(1.0), ...
+    async with Pipeline(workers=2) as pipe:
+        await pipe.submit_many(jobs)
+    assert_each_job_ended_once(pipe)         # the accounting promise, checked from the trace
+    assert peak_concurrency(pipe.trace) == 2 # the concurrency limit, read off the trace
+
+The server:
 
     with LocalServer(latency=0.05) as server:
         url = server.url("/ok")              # "http://127.0.0.1:<free port>/ok"
@@ -34,14 +45,17 @@ import base64
 import binascii
 import math
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
 
 from aiohttp import web
 
 from jobq.errors import InvalidConfigError
+from jobq.jobs import Delayed, Job
+from jobq.pipeline import Pipeline, RunResult
+from jobq.trace import FINAL_KINDS, Event, EventKind, Trace
 
-__all__ = ["LocalServer"]
+__all__ = ["LocalServer", "assert_each_job_ended_once", "delayed_jobs", "peak_concurrency"]
 
 # Loopback only: a test server must never be reachable from the network.
 _HOST = "127.0.0.1"
@@ -325,3 +339,103 @@ def _seconds(text: str, name: str) -> float:
     if not (value >= 0 and math.isfinite(value)):
         raise web.HTTPBadRequest(text=f"{name} must be >= 0 and finite, got {value}\n")
     return value
+
+
+# ---- the test kit -------------------------------------------------------------------------------
+
+
+def delayed_jobs(delays: Iterable[float], start_id: int = 0, *,
+                 payload: bytes = b"payload") -> list[Job]:
+    """Jobs start_id, start_id + 1, ... that sleep for the given seconds, then execute."""
+    return [Job(start_id + i, payload, Delayed(d)) for i, d in enumerate(delays)]
+
+
+# Events after which a job holds no worker slot (any attempt it was running is over).
+_ATTEMPT_ENDS = frozenset({EventKind.ATTEMPT_FAILED} | FINAL_KINDS)
+
+
+def peak_concurrency(trace: Trace | Iterable[Event]) -> int:
+    """The most attempts that were running at one instant - what `workers` must bound.
+
+    Replays the trace in the order things happened (not sorted by time: on a virtual clock
+    a slot is freed and taken again at the same instant, and that is not two at once).
+    """
+    running: set[int | None] = set()  # jobs whose attempt has started and not ended
+    peak = 0
+    for event in trace:
+        if event.kind is EventKind.STARTED:
+            running.add(event.job)
+            peak = max(peak, len(running))
+        elif event.kind in _ATTEMPT_ENDS:
+            running.discard(event.job)
+    return peak
+
+
+def _ids(ids: Iterable[int | None], limit: int = 20) -> str:
+    shown = sorted(ids, key=lambda i: (i is None, i or 0))
+    text = ", ".join(str(i) for i in shown[:limit])
+    return text + (f", ... ({len(shown)} in all)" if len(shown) > limit else "")
+
+
+def assert_each_job_ended_once(
+    run: Pipeline | RunResult | Trace, *, accepted: Iterable[int] | None = None
+) -> None:
+    """Check jobq's accounting promise: every accepted job ended exactly once.
+
+    Reads the trace: each ENQUEUED (an acceptance) must be followed by exactly one final
+    event (SUCCEEDED, DEAD_LETTERED or CANCELLED) of that job - a replayed job is accepted,
+    and ends, once more - and nothing ends that was not accepted. For a stopped Pipeline or a
+    RunResult the report must agree (`lost == 0`, `submitted` = acceptances). `accepted`:
+    the ids you expect to have been accepted, if you know them.
+
+    Raises AssertionError naming the ids: never ended, ended twice, ended without being
+    accepted. Needs a trace that keeps its events (not `Trace(keep=False)`).
+    """
+    trace = run if isinstance(run, Trace) else run.trace
+    if not trace.keep:
+        raise ValueError("assert_each_job_ended_once reads the trace's events, and this trace "
+                         "keeps none (Trace(keep=False)): run with trace=True")
+    open_jobs: set[int | None] = set()
+    acceptances: list[int | None] = []
+    ended: set[int | None] = set()
+    accepted_again: list[int | None] = []  # ENQUEUED again while still open
+    twice: list[int | None] = []
+    unaccepted: list[int | None] = []
+    for event in trace.events:
+        if event.kind is EventKind.ENQUEUED:
+            if event.job in open_jobs:
+                accepted_again.append(event.job)
+            open_jobs.add(event.job)
+            acceptances.append(event.job)
+        elif event.kind in FINAL_KINDS:
+            if event.job in open_jobs:
+                open_jobs.discard(event.job)
+            elif event.job in ended:
+                twice.append(event.job)
+            else:
+                unaccepted.append(event.job)
+            ended.add(event.job)
+    problems = []
+    if open_jobs:
+        problems.append(f"never ended: {_ids(open_jobs)}")
+    if twice:
+        problems.append(f"ended twice: {_ids(twice)}")
+    if unaccepted:
+        problems.append(f"ended without being accepted: {_ids(unaccepted)}")
+    if accepted_again:
+        problems.append(f"accepted again before they ended: {_ids(accepted_again)}")
+    if accepted is not None:
+        expected, seen = set(accepted), set(acceptances)
+        if expected - seen:
+            problems.append(f"expected but never accepted: {_ids(expected - seen)}")
+        if seen - expected:
+            problems.append(f"accepted but not expected: {_ids(seen - expected)}")
+    if not isinstance(run, Trace):
+        report = run.report  # a pipeline still running raises ReportNotReadyError here
+        if report.lost:
+            problems.append(f"the report counts {report.lost} lost")
+        if report.submitted != len(acceptances):
+            problems.append(f"the report counts {report.submitted} submitted, the trace "
+                            f"{len(acceptances)} accepted")
+    if problems:
+        raise AssertionError("each accepted job must end exactly once; " + "; ".join(problems))

@@ -15,6 +15,13 @@ Memory: a trace that keeps its events grows with the job count. For big runs pas
 `keep=False` (and optionally a `path` to stream events to a file as they happen): listeners,
 such as the streaming metrics, still see every event.
 
+The file describes itself: when a Pipeline starts it fills in the trace's `TraceHeader`
+(workers, capacity, executor, real or virtual clock, seed, jobq version, start time), and a
+JSONL file begins with it as its first line. So a file is enough to draw the run again:
+
+    trace = Trace.from_jsonl("run.jsonl")   # files without a header (older ones) load too
+    plotting.plot_dashboard(trace)          # workers, capacity and clock from the header
+
 Event kinds and their fields (job, worker, attempt, info, value):
 
     ENQUEUED          job accepted into the queue   info=job kind   value=queue depth after
@@ -34,15 +41,17 @@ Event kinds and their fields (job, worker, attempt, info, value):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import datetime
 import enum
 import json
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
-__all__ = ["Event", "EventKind", "Trace"]
+__all__ = ["Event", "EventKind", "Trace", "TraceHeader"]
 
 
 class EventKind(enum.Enum):
@@ -90,9 +99,57 @@ class Event:
 
     @classmethod
     def from_json(cls, line: str) -> Event:
-        record = json.loads(line)
+        return cls._from_record(json.loads(line))
+
+    @classmethod
+    def _from_record(cls, record: dict[str, Any]) -> Event:
         record["kind"] = EventKind(record["kind"])
         return cls(**record)
+
+
+# The header line of a trace file carries this key (the value is the format's version); an
+# event line never does - every event has a "kind".
+_HEADER_KEY = "jobq_trace"
+_HEADER_VERSION = 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class TraceHeader:
+    """What a trace says about its run, so that the trace alone is enough to read it.
+
+        TraceHeader(clock="virtual", t0=0.0, workers=4, capacity=10, executor="inline", ...)
+
+    `clock` is "real" or "virtual": which seconds the events' `t` counts. `t0` is the loop
+    time when the run started: on a real clock `t` is the loop's monotonic time (1668.0 s
+    means nothing to a reader), so plots measure from `t0`. `seed` is the FailurePlan's
+    seed (what makes random failures repeat), `started_at` the wall-clock start in UTC.
+    Fields nobody filled in are None.
+    """
+
+    clock: Literal["real", "virtual"] | None = None
+    t0: float | None = None
+    workers: int | None = None
+    capacity: int | None = None
+    executor: str | None = None
+    seed: int | None = None
+    jobq_version: str | None = None
+    started_at: str | None = None  # ISO 8601, UTC
+
+    @property
+    def virtual(self) -> bool | None:
+        """True on the virtual clock, False on the real one, None if the header does not say."""
+        return None if self.clock is None else self.clock == "virtual"
+
+    def to_json(self) -> str:
+        record: dict[str, Any] = {_HEADER_KEY: _HEADER_VERSION}
+        record.update((k, v) for k, v in dataclasses.asdict(self).items() if v is not None)
+        return json.dumps(record, separators=(",", ":"))
+
+    @classmethod
+    def _from_record(cls, record: dict[str, Any]) -> TraceHeader:
+        # Fields a later jobq may add are skipped, not refused: the events still load.
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in record.items() if k in names})
 
 
 Listener = Callable[[Event], None]
@@ -105,6 +162,8 @@ class Trace:
 
         trace = Trace()                            # keep events in memory
         trace = Trace(keep=False, path="run.jsonl")  # bounded memory: stream to a file
+
+    `header` describes the run (see TraceHeader): the Pipeline fills it in when it starts.
     """
 
     def __init__(self, *, keep: bool = True, path: str | Path | None = None) -> None:
@@ -119,6 +178,47 @@ class Trace:
         # (Keyed by id(): a listener need not be hashable.)
         self._listener_errors: dict[int, tuple[Listener, int, str]] = {}
         self._sink_error: str | None = None
+        self.header: TraceHeader | None = None
+
+    def describe(
+        self,
+        *,
+        clock: Literal["real", "virtual"] | None = None,
+        t0: float | None = None,
+        workers: int | None = None,
+        capacity: int | None = None,
+        executor: str | None = None,
+        seed: int | None = None,
+    ) -> TraceHeader:
+        """Fill in the header: the fields given that it does not have yet (the Pipeline calls
+        this when it starts; call it before, e.g. with a `seed` of yours, and yours stay).
+        jobq's version and the wall-clock start are added the first time. A file sink gets
+        the header as a line of its own. Returns the header in force."""
+        from jobq import __version__  # here, not at the top: jobq imports this module
+
+        old = self.header or TraceHeader(
+            jobq_version=__version__,
+            started_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds"),
+        )
+        new = TraceHeader(  # what the header had stays; what it lacked is filled in
+            clock=old.clock if old.clock is not None else clock,
+            t0=old.t0 if old.t0 is not None else t0,
+            workers=old.workers if old.workers is not None else workers,
+            capacity=old.capacity if old.capacity is not None else capacity,
+            executor=old.executor if old.executor is not None else executor,
+            seed=old.seed if old.seed is not None else seed,
+            jobq_version=old.jobq_version,
+            started_at=old.started_at,
+        )
+        if new != self.header:
+            self.header = new
+            if self._file is not None:
+                # Each line is the whole header so far; a loader keeps the last one.
+                try:
+                    self._file.write(new.to_json() + "\n")
+                except Exception as exc:  # like an event's write: the sink stops, the run goes on
+                    self._sink_failed(exc)
+        return self.header
 
     def subscribe(self, listener: Listener) -> None:
         """Call `listener(event)` for every event from now on (metrics use this)."""
@@ -129,11 +229,14 @@ class Trace:
         t: float,
         kind: EventKind,
         job: int | None = None,
+        *,
         worker: int | None = None,
         attempt: int | None = None,
         info: str | None = None,
         value: float | None = None,
     ) -> None:
+        """Record one event: `t` in loop seconds, then what happened and to which job; the
+        other fields by name (which ones each kind carries: see the module docstring)."""
         event = Event(self._seq, t, kind, job, worker, attempt, info, value)
         self._seq += 1
         if self.keep:
@@ -143,11 +246,12 @@ class Trace:
                 self._file.write(event.to_json() + "\n")
             except Exception as exc:  # a full disk must not stop the pipeline
                 self._sink_failed(exc)
-        for listener in self._listeners:
-            try:
-                listener(event)
-            except BaseException as exc:  # the listener's problem, not the job's
-                self._listener_failed(listener, exc)
+        if self._listeners:  # (most traces have none: no loop to set up per event)
+            for listener in self._listeners:
+                try:
+                    listener(event)
+                except BaseException as exc:  # the listener's problem, not the job's
+                    self._listener_failed(listener, exc)
 
     def _listener_failed(self, listener: Listener, exc: BaseException) -> None:
         # A listener is user code called in the middle of a stage's bookkeeping: whatever it
@@ -202,21 +306,37 @@ class Trace:
 
     # -- saving and loading -------------------------------------------------------------
     def to_jsonl(self, path: str | Path) -> None:
+        """Save the header (if any) as the first line, then one line per event."""
         with open(path, "w", encoding="utf-8") as f:
+            if self.header is not None:
+                f.write(self.header.to_json() + "\n")
             for event in self.events:
                 f.write(event.to_json() + "\n")
 
     @classmethod
-    def from_events(cls, events: Iterable[Event]) -> Trace:
+    def from_events(cls, events: Iterable[Event], header: TraceHeader | None = None) -> Trace:
         trace = cls()
         trace.events = list(events)
         trace._seq = len(trace.events)
+        trace.header = header
         return trace
 
     @classmethod
     def from_jsonl(cls, path: str | Path) -> Trace:
+        """Load a file written by `to_jsonl` or a file sink - with its header, or without one
+        (files from before headers existed): then `header` is None."""
+        header: TraceHeader | None = None
+        events: list[Event] = []
         with open(path, encoding="utf-8") as f:
-            return cls.from_events(Event.from_json(line) for line in f if line.strip())
+            for line in f:
+                if not line.strip():
+                    continue
+                record = json.loads(line)
+                if _HEADER_KEY in record:  # the last one is the fullest (see describe())
+                    header = TraceHeader._from_record(record)
+                else:
+                    events.append(Event._from_record(record))
+        return cls.from_events(events, header)
 
     def __repr__(self) -> str:
         return f"<Trace {self._seq} events{'' if self.keep else ' (not kept)'}>"

@@ -235,7 +235,7 @@ class Worker:
             first_start = self._first_start = (
                 start if self._first_start is None else self._first_start)
             self._stage = CancelReason.INTERRUPTED
-            s.trace.emit(start, EventKind.STARTED, job.id, self.slot, number)
+            s.trace.emit(start, EventKind.STARTED, job.id, worker=self.slot, attempt=number)
             try:
                 if job.timeout is None:
                     value = await self._attempt(job, number, isolated)
@@ -251,19 +251,20 @@ class Worker:
                 end = loop.time()
                 error = f"{type(exc).__name__}: {exc}"
                 self._attempts.append(Attempt(number, start, end, error, type(exc).__name__))
-                s.trace.emit(end, EventKind.ATTEMPT_FAILED, job.id, self.slot, number, error)
+                s.trace.emit(end, EventKind.ATTEMPT_FAILED, job.id, worker=self.slot,
+                             attempt=number, info=error)
                 if number == last:
                     return self._dead_letter(job, submitted_at, first_start)
                 self._stage = CancelReason.AWAITING_RETRY
                 pause = s.retry.delay(number, job.id)
                 _log.info("job %s (%s) attempt %d failed, retrying in %.3g s: %s",
                           job.id, job.kind, number, pause, error)
-                s.trace.emit(end, EventKind.RETRY_SCHEDULED, job.id, self.slot, number + 1,
-                             None, pause)
+                s.trace.emit(end, EventKind.RETRY_SCHEDULED, job.id, worker=self.slot,
+                             attempt=number + 1, value=pause)
                 await asyncio.sleep(pause)
             else:
                 end = loop.time()
-                s.trace.emit(end, EventKind.SUCCEEDED, job.id, self.slot, number)
+                s.trace.emit(end, EventKind.SUCCEEDED, job.id, worker=self.slot, attempt=number)
                 return JobResult(
                     job.id, end - first_start, ResultStatus.SUCCEEDED, kind=job.kind,
                     attempts=len(self._attempts) + 1, worker=self.slot,
@@ -331,8 +332,8 @@ class Worker:
         error = self._attempts[-1].error if reason is CancelReason.AWAITING_RETRY else None
         now = asyncio.get_running_loop().time()
         started_at = self._first_start
-        self._s.trace.emit(now, EventKind.CANCELLED, job.id, self.slot, attempts or None,
-                           reason.value)
+        self._s.trace.emit(now, EventKind.CANCELLED, job.id, worker=self.slot,
+                           attempt=attempts or None, info=reason.value)
         return JobResult(
             job.id, 0.0 if started_at is None else now - started_at, ResultStatus.CANCELLED,
             kind=job.kind, attempts=attempts, worker=self.slot,
@@ -346,8 +347,8 @@ class Worker:
         _log.warning("job %s (%s) dead-lettered after %d attempt(s); last error: %s",
                      job.id, job.kind, len(attempts), last.error)
         self._s.dead_letters.add(DeadLetter(job, tuple(attempts)))
-        self._s.trace.emit(last.ended_at, EventKind.DEAD_LETTERED, job.id, self.slot,
-                           last.number, last.error)
+        self._s.trace.emit(last.ended_at, EventKind.DEAD_LETTERED, job.id, worker=self.slot,
+                           attempt=last.number, info=last.error)
         return JobResult(
             job.id, last.ended_at - started_at, ResultStatus.DEAD_LETTERED, kind=job.kind,
             attempts=len(attempts), worker=self.slot, submitted_at=submitted_at,

@@ -136,7 +136,6 @@ async def _with_good_jobs_around(bad: Callable[[], object], error: type[Exceptio
             assert word in message, f"{word!r} not in {message!r}"
         await pipe.submit(Job(100, b"after", Delayed(0.1)))  # the pipeline still takes jobs
     report = pipe.report
-    assert report is not None
     assert (report.submitted, report.succeeded, report.lost) == (4, 4, 0)
 
 
@@ -150,7 +149,7 @@ def test_bad_input_is_refused_by_name_and_accepted_jobs_finish(
 def test_duplicate_id_and_submit_after_shutdown_are_refused() -> None:
     async def main() -> None:
         pipe = Pipeline(workers=1, capacity=2, executor="inline")
-        await pipe.__aenter__()
+        await pipe.start()
         for job in GOOD:
             await pipe.submit(job)
         with pytest.raises(DuplicateJobError, match=r"Job\.id 1\b"):
@@ -348,7 +347,6 @@ def test_a_refused_shutdown_loses_nothing_and_the_pipeline_still_shuts_down(
             assert pipe.state is jobq.PipelineState.RUNNING  # refused before anything changed
             await pipe.submit(Job(3, b"after", Delayed(1)))  # still accepting
         report = pipe.report
-        assert report is not None
         assert (report.submitted, report.succeeded, report.lost, report.drained) == (4, 4, 0, True)
 
     jobq.run_virtual(main(), deadline=600)

@@ -43,11 +43,10 @@ from jobq import (
     ResultStatus,
     RetryPolicy,
 )
-from jobq.cancel import CancellationToken
+from jobq.cancel import CancellationToken, TokenCancelled
 from jobq.queue import JobQueue
+from jobq.testing import assert_each_job_ended_once, peak_concurrency
 from jobq.trace import EventKind
-
-from .helpers import final_ids, max_concurrency
 
 
 def inject_after_step(k: int, action: Callable[[], None]) -> Callable[[], int]:
@@ -129,18 +128,15 @@ async def _scenario(k: int, target: str) -> tuple[int, bool]:
     except JobqError as exc:
         raised = exc
     report = pipe.report
-    assert report is not None
     # Exact accounting, whatever was cancelled and whenever.
     assert report.lost == 0
     assert sorted(accepted + refused) == [j.id for j in jobs]
-    ids = final_ids(pipe.trace)
-    assert len(ids) == len(set(ids)), f"a job ended twice: {Counter(ids).most_common(2)}"
-    assert sorted(ids) == sorted(accepted)
+    assert_each_job_ended_once(pipe, accepted=accepted)
     assert sorted(r.job_id for r in pipe.results) == sorted(accepted)
     assert report.submitted == len(accepted) == report.ended
-    assert max_concurrency(pipe.trace) <= 2
+    assert peak_concurrency(pipe.trace) <= 2
     stats = pipe.statistics()
-    assert (stats.open, stats.queued, stats.state) == (0, 0, "stopped")
+    assert (stats.open, stats.queued, stats.state) == (0, 0, jobq.PipelineState.STOPPED)
     if target == "root" or not hit:
         assert raised is None, f"k={k}: {raised!r}"
     else:
@@ -176,7 +172,7 @@ def test_a_stage_killed_from_outside_is_reported_not_hidden() -> None:
                 _stage_task("jobq-worker-0").cancel()
                 await asyncio.sleep(0)
         report = pipe.report
-        assert report is not None and report.lost == 0 and report.submitted == 6
+        assert report.lost == 0 and report.submitted == 6
         assert report.cancelled_interrupted == 2  # the killed worker's job, and the other's
         assert report.cancelled_never_started == 4
         assert pipe.token.cancelled
@@ -194,7 +190,7 @@ def test_a_killed_dispatcher_does_not_leave_shutdown_waiting_forever() -> None:
                 await asyncio.sleep(0.5)
                 _stage_task("jobq-dispatcher").cancel()
         report = pipe.report
-        assert report is not None and report.lost == 0
+        assert report.lost == 0
         assert (report.cancelled_interrupted, report.cancelled_never_started) == (1, 3)
 
     jobq.run_virtual(main(), deadline=60)  # before the fix: VirtualDeadlineExceeded
@@ -212,10 +208,40 @@ def test_an_idle_worker_killed_just_before_a_hand_over_loses_no_job() -> None:
                 pipe.submit_nowait(Job(1, b"", Delayed(1.0)))
                 await asyncio.sleep(0)
         report = pipe.report
-        assert report is not None and report.lost == 0
+        assert report.lost == 0
         assert report.cancelled_never_started == 1
 
     jobq.run_virtual(main(), deadline=60)
+
+
+# -- CancellationToken.race on its own -----------------------------------------------------
+
+
+def test_race_gives_the_step_or_raises_token_cancelled_and_leaves_other_cancels_alone() -> None:
+    # race() is the one place that decides whether a cancellation was the token's (then
+    # TokenCancelled) or somebody else's (then it propagates as CancelledError).
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        token = CancellationToken("worker-3")
+        assert await token.race(asyncio.sleep(1, result="done")) == "done"
+        loop.call_later(1.5, token.cancel)
+        with pytest.raises(TokenCancelled, match="worker-3"):
+            await token.race(asyncio.sleep(10))
+        assert loop.time() == 2.5  # cut when the token was cancelled, not after 10 s
+        # Cancelled already: the step never starts (and is closed: no "never awaited").
+        with pytest.raises(TokenCancelled):
+            await token.race(asyncio.sleep(10))
+        # The caller's own task cancelled: that is not the token's, and is not turned into
+        # TokenCancelled - even when the token is cancelled in the same step.
+        other = CancellationToken()
+        racer = asyncio.create_task(other.race(asyncio.sleep(10)))
+        await asyncio.sleep(1)
+        racer.cancel()
+        other.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await racer
+
+    jobq.run_virtual(main())
 
 
 # -- JobQueue.get(token) on its own --------------------------------------------------------
@@ -297,7 +323,6 @@ def test_results_match_the_report_after_a_root_cancel_mid_retry() -> None:
             await pipe.submit(Job(1, b"", Delayed(5.0)))
             await asyncio.sleep(1.0)  # job 0 waits out its first backoff
             pipe.token.cancel()
-        assert pipe.report is not None
         by = Counter(r.cancel_reason for r in pipe.results if r.status is ResultStatus.CANCELLED)
         assert by[jobq.CancelReason.AWAITING_RETRY] == pipe.report.cancelled_awaiting_retry == 1
         assert by[jobq.CancelReason.INTERRUPTED] == pipe.report.cancelled_interrupted == 1
@@ -321,7 +346,7 @@ def test_root_cancel_in_the_step_a_job_is_handed_over_loses_nothing() -> None:
             assert not pipe.trace.of_kind(EventKind.STARTED)
             pipe.token.cancel()
         report = pipe.report
-        assert report is not None and report.lost == 0
+        assert report.lost == 0
         assert report.cancelled_never_started == 1
         assert [e.kind for e in pipe.trace.for_job(1)][-1] is EventKind.CANCELLED
 

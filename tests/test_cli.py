@@ -9,6 +9,7 @@ program (the `-m` entry point, a process pool importing your module, signal dril
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import os
 import queue
 import re
@@ -23,6 +24,7 @@ from typing import Protocol
 
 import pytest
 
+import jobq
 from jobq import EventKind, Trace, metrics_from_trace
 from jobq.cli import format_table, main, parse_mix
 from jobq.offload import CpuOffload
@@ -66,7 +68,7 @@ def test_run_help_lists_options_with_defaults(capsys: pytest.CaptureFixture[str]
     for option in ("--jobs", "--workers", "--capacity", "--mix", "--fail-rate", "--seed",
                    "--retries", "--base-delay", "--cpu-iterations", "--max-delay",
                    "--executor", "--drain-timeout", "--trace", "--plot", "--virtual-time",
-                   "--no-progress", "--bounded-memory"):
+                   "--progress", "--no-progress", "--show-dead-letters", "--bounded-memory"):
         assert option in out
     assert "(default: 200)" in out and "(default: cpu=0.3,io=0.3,delay=0.4)" in out
     assert "4 internal error" in out and "5 output could not be written" in out
@@ -94,6 +96,8 @@ def test_run_help_lists_options_with_defaults(capsys: pytest.CaptureFixture[str]
         (["--executor", "gpu"], "--executor"),
         (["--trace", "/no/such/directory/run.jsonl"], "--trace"),
         (["--plot", "run.png", "--bounded-memory"], "--plot"),
+        (["--show-dead-letters", "-1"], "--show-dead-letters"),
+        (["--show-dead-letters", "some"], "--show-dead-letters"),
     ],
 )
 def test_bad_usage_exits_2_naming_the_option(
@@ -103,6 +107,25 @@ def test_bad_usage_exits_2_naming_the_option(
         main(["run", *argv])
     assert exit_.value.code == 2
     assert f"argument {named}" in capsys.readouterr().err
+
+
+def test_version_is_the_installed_packages(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    installed = importlib.metadata.version("jobq")
+    assert installed == jobq.__version__  # the metadata and the package agree
+    assert capsys.readouterr().out == f"jobq {installed}\n"
+
+
+def test_python_m_jobq_and_the_console_script_print_the_version() -> None:
+    commands = [[sys.executable, "-m", "jobq", "--version"]]
+    script = Path(sys.executable).parent / "jobq"
+    if script.exists():
+        commands.append([str(script), "--version"])
+    for command in commands:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=EXIT_TIMEOUT)
+        assert (done.returncode, done.stdout) == (0, f"jobq {jobq.__version__}\n"), done.stderr
 
 
 def test_mix_shares_must_add_up_to_1_within_1e_9() -> None:
@@ -165,7 +188,10 @@ def test_bounded_memory_streams_the_trace_to_its_file(
     main([*SMALL, "--executor", "thread", "--bounded-memory", "--trace", str(trace)])
     rows = table(capsys.readouterr().out)
     assert rows["lost"] == "0"
-    loaded = metrics_from_trace(Trace.from_jsonl(trace), workers=4)
+    loaded_trace = Trace.from_jsonl(trace)
+    # The streamed file describes itself too, like the kept trace's file.
+    assert loaded_trace.header is not None and loaded_trace.header.workers == 4
+    loaded = metrics_from_trace(loaded_trace, workers=4)
     assert loaded.jobs == 40 and rows["jobs ended"] == "40"
     for label, value in loaded.summary_rows():
         assert rows[label] == value, label
@@ -189,6 +215,164 @@ def test_the_console_script_is_installed() -> None:
     done = subprocess.run([str(script), "run", "--help"], capture_output=True, text=True,
                           timeout=EXIT_TIMEOUT)
     assert done.returncode == 0 and "--bounded-memory" in done.stdout
+
+
+# -- dead letters -----------------------------------------------------------------------
+# Every attempt fails: 40 dead letters, listed after the summary on stderr.
+ALL_FAIL = [*SMALL, "--executor", "thread", "--fail-rate", "1", "--retries", "1"]
+DEAD_LETTER = re.compile(r"^  job (\d+) \((cpu|io|delay), 2 attempts\): (InjectedFailure: .*)$")
+
+
+def _dead_letter_lines(err: str) -> list[tuple[int, str]]:
+    return [(int(m[1]), m[3]) for line in err.splitlines() if (m := DEAD_LETTER.match(line))]
+
+
+def test_the_first_dead_letters_are_listed_with_their_error_and_how_to_see_all(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(ALL_FAIL) == 1
+    out, err = capsys.readouterr()
+    rows = table(out)  # the table is as it was, and alone on stdout
+    assert rows["dead-lettered"] == "40" and "job " not in out
+    assert "jobq: 40 jobs were dead-lettered; the first 5 (job id, kind, attempts: last " \
+           "error):" in err, err
+    shown = _dead_letter_lines(err)
+    assert len(shown) == 5, err
+    for job_id, error in shown:
+        assert error == f"InjectedFailure: the failure plan fails attempt 2 of job {job_id}"
+    assert ("  ... and 35 more: --show-dead-letters all lists them all; --trace FILE keeps "
+            "every attempt's error") in err
+    assert err.strip().splitlines()[-1] == "jobq: 40 jobs did not succeed (exit 1)"
+
+
+def test_show_dead_letters_all_lists_every_one_as_the_trace_has_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    trace = tmp_path / "run.jsonl"
+    assert main([*ALL_FAIL, "--show-dead-letters", "all", "--trace", str(trace)]) == 1
+    err = capsys.readouterr().err
+    assert "jobq: 40 jobs were dead-lettered (job id, kind" in err and "more:" not in err
+    recorded = [(event.job, event.info)
+                for event in Trace.from_jsonl(trace).of_kind(EventKind.DEAD_LETTERED)]
+    assert _dead_letter_lines(err) == recorded  # in the order they gave up, last error each
+
+
+@pytest.mark.parametrize(("option", "listed"), [(["--show-dead-letters", "0"], 0),
+                                                (["--show-dead-letters", "3"], 3)])
+def test_show_dead_letters_n_lists_n_and_names_the_trace_file(
+    option: list[str], listed: int, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    trace = tmp_path / "run.jsonl"
+    assert main([*ALL_FAIL, *option, "--trace", str(trace)]) == 1
+    err = capsys.readouterr().err
+    assert len(_dead_letter_lines(err)) == listed
+    if listed:
+        assert (f"... and {40 - listed} more: --show-dead-letters all lists them all; every "
+                f"one, with each attempt's error, is in {trace}") in err
+    else:
+        assert "dead-lettered" not in err
+
+
+def test_dead_letters_come_after_the_summary_table() -> None:
+    # One stream for both, as a terminal shows them: the table, the list, the outcome.
+    done = subprocess.run([sys.executable, "-m", "jobq", *ALL_FAIL, "--show-dead-letters", "2"],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=EXIT_TIMEOUT, cwd=ROOT)
+    assert done.returncode == 1, done.stdout
+    lines = done.stdout.splitlines()
+    listed = lines.index("jobq: 40 jobs were dead-lettered; the first 2 (job id, kind, "
+                         "attempts: last error):")
+    rows = [i for i, line in enumerate(lines) if re.fullmatch(r"\S.*\S {2,}\S.*", line)]
+    assert len(rows) > 20 and max(rows) < listed  # every row of the table came before
+    assert [bool(DEAD_LETTER.match(line)) for line in lines[listed + 1:listed + 3]] == [True] * 2
+    assert lines[listed + 3].startswith("  ... and 38 more:")
+    assert lines[-1] == "jobq: 40 jobs did not succeed (exit 1)"
+
+
+# -- the progress bar: in a terminal only, unless asked -----------------------------------
+
+BAR_RUN = ["run", "--jobs", "40", "--mix", "delay=1", "--max-delay", "0.05", "--virtual-time",
+           "--executor", "thread", "--fail-rate", "0.5", "--retries", "1"]
+BAR_FRAME = re.compile(r"jobs: +\d+%\|")  # "jobs:  30%|███   | 12/40 [...]"
+BAR_END = re.compile(r"jobs: 100%\|[^|]*\| 40/40 \[\d\d:\d\d<\d\d:\d\d, +[\d.]+ jobs/s, "
+                     r"retries=(\d+) dead=(\d+)\]")
+
+
+def _run_in_a_terminal(*argv: str) -> tuple[int, str, str]:
+    """`python -m jobq *argv` with its stderr on a pseudo-terminal of 100 x 24 (a size of 0 x
+    0, a bare pty's, would draw nothing) and its stdout on a pipe: (exit code, stdout, what
+    the terminal got)."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "jobq", *argv], stdout=subprocess.PIPE,
+                                stderr=terminal, text=True, cwd=ROOT)
+    finally:
+        os.close(terminal)  # the child has its own copy; its exit ends our reads
+    chunks: list[bytes] = []
+
+    def read() -> None:  # at once, as a terminal does: a full pty would block the child
+        while True:
+            try:
+                chunk = os.read(controller, 4096)
+            except OSError:  # EIO: the child closed its end
+                return
+            if not chunk:
+                return
+            chunks.append(chunk)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        out, _ = proc.communicate(timeout=EXIT_TIMEOUT)
+        reader.join(timeout=EXIT_TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(controller)
+    return proc.returncode, out, b"".join(chunks).decode()
+
+
+def test_in_a_terminal_the_bar_shows_rate_elapsed_retries_and_dead_letters() -> None:
+    code, out, terminal = _run_in_a_terminal(*BAR_RUN)
+    rows = table(out)
+    assert code == (1 if rows["dead-lettered"] != "0" else 0), terminal
+    assert int(rows["retries"]) > 0 and int(rows["dead-lettered"]) > 0  # seed 1: both
+    last = BAR_END.findall(terminal)
+    assert last, terminal
+    # The final frame's counts are the summary's.
+    assert last[-1] == (rows["retries"], rows["dead-lettered"]), terminal
+    assert "jobq: started:" in terminal and "did not succeed (exit 1)" in terminal
+
+
+def test_in_a_terminal_no_progress_still_turns_the_bar_off() -> None:
+    code, out, terminal = _run_in_a_terminal(*BAR_RUN, "--no-progress")
+    assert code == 1 and table(out)["submitted"] == "40", terminal  # seed 1: dead letters
+    assert not BAR_FRAME.search(terminal) and "jobs/s" not in terminal, terminal
+    assert "jobq: started:" in terminal
+
+
+@pytest.mark.parametrize(("flag", "drawn"), [(None, False), ("--progress", True)])
+def test_a_log_file_gets_no_bar_unless_asked(
+    flag: str | None, drawn: bool, tmp_path: Path,
+) -> None:
+    log = tmp_path / "jobq.log"
+    with log.open("w") as stderr:
+        done = subprocess.run([sys.executable, "-m", "jobq", *BAR_RUN, *([flag] if flag else [])],
+                              stdout=subprocess.PIPE, stderr=stderr, text=True,
+                              timeout=EXIT_TIMEOUT, cwd=ROOT)
+    text = log.read_bytes().decode()  # as written: read_text() would turn "\r" into "\n"
+    assert table(done.stdout)["submitted"] == "40", text
+    assert "jobq: started:" in text  # the status lines are there either way
+    assert ("\r" in text) == drawn and bool(BAR_END.search(text)) == drawn, text
+    if not drawn:
+        assert not BAR_FRAME.search(text), text
 
 
 # -- signal drills --------------------------------------------------------------------
@@ -288,6 +472,7 @@ def test_a_signal_drains_reports_and_exits_3(
     code, rows = run.finish()
     assert f"{sig.name}: stopping" in run.stderr
     _assert_drained(code, rows, run.stderr)
+    assert run.stderr.splitlines()[-1] == "jobq: interrupted; shut down gracefully (exit 3)"
 
 
 def test_a_second_sigint_cancels_the_jobs_still_running(start: Start) -> None:
@@ -303,6 +488,25 @@ def test_a_second_sigint_cancels_the_jobs_still_running(start: Start) -> None:
     assert int(rows["cancelled: interrupted"]) > 0 and rows["lost"] == "0", run.stderr
     assert rows["drained before the deadline"] == "no"
     assert "cancelling the jobs still running" in run.stderr
+    # The last line says what happened: not "shut down gracefully".
+    assert run.stderr.splitlines()[-1] == (
+        "jobq: interrupted twice; cancelled the jobs still running (exit 3)")
+
+
+def test_a_drain_deadline_that_passes_says_it_cancelled_the_jobs_still_running(
+    start: Start,
+) -> None:
+    run = start("--jobs", "100", "--mix", "delay=1", "--max-delay", "20",
+                "--drain-timeout", "0.5", "--fail-rate", "0")
+    time.sleep(0.3)
+    run.proc.send_signal(signal.SIGINT)
+    code, rows = run.finish()
+    assert code == 3, run.stderr
+    assert rows["drained before the deadline"] == "no" and rows["lost"] == "0", run.stderr
+    assert int(rows["cancelled: interrupted"]) > 0, run.stderr
+    assert run.stderr.splitlines()[-1] == (
+        "jobq: interrupted; the drain deadline passed: cancelled the jobs still running "
+        "(exit 3)")
 
 
 def _report_sigint() -> int:
@@ -400,6 +604,8 @@ def test_signals_back_to_back_still_report_write_the_trace_and_exit_3(
     assert done.returncode == 3, done.stderr
     assert "Traceback" not in done.stderr
     assert "cancelling the jobs still running" in done.stderr  # the second one was heard
+    assert done.stderr.splitlines()[-1] == (
+        "jobq: interrupted twice; cancelled the jobs still running (exit 3)")
     rows = table(done.stdout)
     assert rows["lost"] == "0" and int(rows["cancelled: interrupted"]) > 0, done.stderr
     assert _jobs_in(trace) == int(rows["submitted"])
@@ -460,11 +666,11 @@ def test_a_stdout_nobody_reads_still_gets_the_files_written_and_exits_5(tmp_path
 def test_a_closed_or_broken_stderr_costs_only_the_status_lines(
     tmp_path: Path, stderr: str
 ) -> None:
-    # With the progress bar (no --no-progress): it draws on stderr too.
+    # With the progress bar (--progress: stderr is no terminal here): it draws on stderr too.
     trace = tmp_path / "run.jsonl"
     command = [sys.executable, "-m", "jobq", "run", "--jobs", "40", "--mix", "delay=1",
                "--virtual-time", "--executor", "thread", "--max-delay", "0.05",
-               "--fail-rate", "0", "--trace", str(trace)]
+               "--fail-rate", "0", "--trace", str(trace), "--progress"]
     if stderr == "closed":  # `2>&-`, as cron may start a command
         done = subprocess.run(["sh", "-c", 'exec "$@" 2>&-', "sh", *command],
                               stdout=subprocess.PIPE, text=True, timeout=EXIT_TIMEOUT)
@@ -690,7 +896,8 @@ def test_the_jobs_a_target_gives_run_and_are_reported(
 def test_the_progress_bar_has_a_total_only_when_the_target_gives_a_list(
     target: str, drawn: str, not_drawn: str | None, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["run", target, "--executor", "thread", "--virtual-time"]) == 0
+    # --progress: the bar is drawn by itself only in a terminal, and capsys is none.
+    assert main(["run", target, "--executor", "thread", "--virtual-time", "--progress"]) == 0
     bar = capsys.readouterr().err.replace("\r", "\n")
     assert drawn in bar, bar
     if not_drawn is not None:

@@ -43,11 +43,10 @@ from jobq import (
     RetryPolicy,
 )
 from jobq.jobs import JobType
-from jobq.testing import LocalServer
-from jobq.trace import FINAL_KINDS, Event, EventKind
+from jobq.testing import LocalServer, assert_each_job_ended_once, peak_concurrency
+from jobq.trace import Event, EventKind
 
 from . import workfns
-from .helpers import max_concurrency
 
 settings.register_profile("default", max_examples=150, deadline=None)
 settings.register_profile("ci", max_examples=1500, deadline=None, derandomize=True,
@@ -182,7 +181,7 @@ async def _run(sc: Scenario, *, executor: str = "inline", http: HttpLimits | Non
                     cpu_function=workfns.hostile)
     if sc.listener != "none":
         pipe.trace.subscribe(_listener(sc.listener))
-    await pipe.__aenter__()
+    await pipe.start()
     accepted: list[int] = []
     refused: list[int] = []
     handles: dict[int, JobHandle[Any]] = {}
@@ -243,15 +242,12 @@ def check_accounting(sc: Scenario, out: Outcome) -> None:
     assert by_status[ResultStatus.CANCELLED] == report.cancelled  # none without a reason
 
     # Exactly one final event per accepted job: none twice, none missing, none extra.
-    finals = [e for e in pipe.trace if e.kind in FINAL_KINDS]
-    final_ids = [e.job for e in finals]
-    assert len(final_ids) == len(set(final_ids)), Counter(final_ids).most_common(3)
-    assert set(final_ids) == accepted
+    assert_each_job_ended_once(pipe, accepted=accepted)
     assert sorted(r.job_id for r in results) == sorted(accepted)
 
     # statistics() at the end agrees with the report.
     stats = out.final_stats
-    assert stats.state == "stopped"
+    assert stats.state is jobq.PipelineState.STOPPED
     assert (stats.submitted, stats.succeeded, stats.dead_lettered, stats.cancelled) == (
         report.submitted, report.succeeded, report.dead_lettered, report.cancelled)
     assert (stats.open, stats.queued, stats.running, stats.producers_waiting) == (0, 0, 0, 0)
@@ -274,7 +270,7 @@ def check_accounting(sc: Scenario, out: Outcome) -> None:
             assert result.error is not None
 
     # The concurrency limit held, and the dead-letter queue holds exactly the dead letters.
-    assert max_concurrency(pipe.trace) <= sc.workers
+    assert peak_concurrency(pipe.trace) <= sc.workers
     dead = {r.job_id for r in results if r.status is ResultStatus.DEAD_LETTERED}
     assert set(pipe.dead_letters.ids()) == dead
     for letter in pipe.dead_letters:
@@ -382,10 +378,9 @@ def test_a_worker_process_dying_mid_job_takes_no_other_job_down() -> None:
     pipe = asyncio.run(main())
     wall = time.perf_counter() - began
     report = pipe.report
-    assert report is not None
     assert (report.lost, report.submitted, report.succeeded, report.dead_lettered) == (0, 8, 7, 1)
     letter = pipe.dead_letters.get(3)
-    assert [a.error_type for a in letter.attempts] == ["WorkerCrashedError"] * 3
+    assert [a.error_type for a in letter.attempts] == [jobq.WorkerCrashedError.__name__] * 3
     expected = {job.id: jobq.cpu_work(job.job_type.iterations, job.payload)  # type: ignore[union-attr]
                 for job in jobs}
     for result in pipe.results:

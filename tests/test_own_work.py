@@ -98,7 +98,7 @@ async def test_an_async_function_is_cut_at_the_drain_deadline() -> None:
     with pytest.raises(JobCancelledError) as caught:
         await handle
     assert caught.value.reason is CancelReason.INTERRUPTED
-    assert pipe.report is not None and pipe.report.cancelled_interrupted == 1
+    assert pipe.report.cancelled_interrupted == 1
 
 
 # -- blocking functions in the executor ----------------------------------------------------------
@@ -144,7 +144,7 @@ def test_a_function_a_process_cannot_import_is_refused_at_submit() -> None:
                 await pipe.submit(Blocking(nested, 1))
             with pytest.raises(jobq.NotImportableError, match="lambda"):
                 await pipe.submit(Blocking(lambda: 1))
-        assert pipe.report is not None and pipe.report.submitted == 0
+        assert pipe.report.submitted == 0
 
     asyncio.run(main())
 
@@ -173,7 +173,7 @@ async def test_submit_refuses_a_timeout_that_is_not_a_positive_number() -> None:
     async with Pipeline(executor="inline") as pipe:
         with pytest.raises(InvalidJobError, match="timeout"):
             await pipe.submit(Call(double, 1), timeout=-2)
-    assert pipe.report is not None and pipe.report.submitted == 0
+    assert pipe.report.submitted == 0
 
 
 # -- ids ---------------------------------------------------------------------------------------
@@ -188,7 +188,7 @@ async def test_ids_are_optional_and_never_collide_with_explicit_ones() -> None:
             await pipe.submit(Job(auto[0].job_id, b"", Delayed(1)))
     ids = [explicit.job_id] + [h.job_id for h in auto]
     assert explicit.job_id == 1 and len(set(ids)) == 4
-    assert pipe.report is not None and pipe.report.succeeded == 4
+    assert pipe.report.succeeded == 4
 
 
 # -- handles -----------------------------------------------------------------------------------
@@ -229,7 +229,6 @@ async def test_cancelling_a_queued_job_means_it_never_starts() -> None:
     assert await running is not None and await after is not None
     assert asyncio.get_running_loop().time() == 20.0  # job 2 never took its 10 s
     report = pipe.report
-    assert report is not None
     assert (report.succeeded, report.cancelled_never_started, report.lost) == (2, 1, 0)
     assert [e.kind for e in pipe.trace.for_job(2)] == [EventKind.ENQUEUED, EventKind.CANCELLED]
 
@@ -247,7 +246,7 @@ async def test_cancelling_a_running_job_interrupts_it_and_the_worker_goes_on() -
         assert caught.value.reason is CancelReason.INTERRUPTED
         assert await nxt == 10
     assert asyncio.get_running_loop().time() == 4.0  # cut at 3, then 1 s of `double`
-    assert pipe.report is not None and pipe.report.cancelled_interrupted == 1
+    assert pipe.report.cancelled_interrupted == 1
 
 
 def test_cancelling_a_job_running_in_a_process_stops_the_process(tmp_path: Path) -> None:
@@ -442,7 +441,7 @@ async def test_a_handle_cancel_and_a_shutdown_in_the_same_step_are_both_ours() -
     # Found by the drills: two cancellations of the worker's task in one step (the handle's
     # cut, then shutdown's) were taken for one of ours and one from outside.
     pipe = Pipeline(workers=1, executor="inline")
-    await pipe.__aenter__()
+    await pipe.start()
     handle = await pipe.submit(Call(forever))
     await asyncio.sleep(1)
     handle.cancel()

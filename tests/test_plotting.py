@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from collections.abc import Iterator
+from typing import Literal
 
 import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 from matplotlib.axes import Axes
-from matplotlib.collections import LineCollection, PathCollection
+from matplotlib.collections import LineCollection, PathCollection, PolyCollection
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
@@ -27,7 +29,7 @@ from jobq.plotting import (
     plot_shutdown_timeline,
 )
 from jobq.trace import EventKind as K
-from jobq.trace import Trace
+from jobq.trace import Trace, TraceHeader
 
 from .helpers import emit_two_workers
 
@@ -106,7 +108,7 @@ def test_concurrency_trace_has_a_bar_per_attempt_and_a_row_per_worker() -> None:
     assert ax.get_xlabel() == "time (virtual s)"
     assert ytick_labels(ax) == ["worker 0", "worker 1"]
     assert len(bars(ax)) == 4
-    assert legend_texts(ax) == ["cpu", "io", "delay"]
+    assert legend_texts(ax) == ["cpu", "io", "delay", "failed attempt"]  # job 3's, hatched
     assert sorted(texts(ax)) == ["1", "2", "3", "4"]  # job ids in their bars
     fig = ax.get_figure()
     assert isinstance(fig, Figure) and tuple(fig.get_size_inches()) == (9.0, 4.0)
@@ -115,6 +117,7 @@ def test_concurrency_trace_has_a_bar_per_attempt_and_a_row_per_worker() -> None:
 def test_concurrency_trace_coloured_by_outcome_on_real_time() -> None:
     ax = plot_concurrency_trace(busy_run(), colour_by="outcome", virtual=False)
     assert ax.get_xlabel() == "time (s)"
+    assert min(bar.get_x() for bar in bars(ax)) == 0.0  # the run starts at 0 already
     assert legend_texts(ax) == ["succeeded", "dead-lettered"]
     with pytest.raises(ValueError, match="colour_by"):
         plot_concurrency_trace(busy_run(), colour_by="colour")  # type: ignore[arg-type]
@@ -188,8 +191,8 @@ def test_shutdown_timeline_marks_phases_and_final_statuses() -> None:
 def test_retry_timeline_has_a_row_per_retried_job() -> None:
     trace = shutdown_run()
     for event in busy_run():  # job ids 1..4 again: shift them to 11..14, 10 s later
-        trace.emit(event.t + 10, event.kind, (event.job or 0) + 10, event.worker,
-                   event.attempt, event.info, event.value)
+        trace.emit(event.t + 10, event.kind, (event.job or 0) + 10, worker=event.worker,
+                   attempt=event.attempt, info=event.info, value=event.value)
     ax = plot_retry_timeline(trace)
     assert ax.get_title() == "How did retries play out?"
     assert ax.get_xlabel() == "time (virtual s)"
@@ -249,6 +252,68 @@ def test_dashboard_has_four_panels_and_the_key_numbers() -> None:
     assert cells["workers"] == "2"
     assert cells["throughput (jobs/s)"] == "1.00"
     assert cells["worker utilisation (%)"] == "81.2"
+
+
+def _hatched(ax: Axes) -> list[tuple[float, float]]:
+    return [(r.get_x(), r.get_width()) for r in bars(ax) if r.get_hatch()]
+
+
+def test_failed_attempts_are_hatched_and_backoff_pauses_drawn_where_the_worker_waits() -> None:
+    # Job 2 fails on worker 1 at 1.2, waits 0.5 s, and its second attempt starts at 1.7.
+    ax = plot_concurrency_trace(shutdown_run())
+    assert _hatched(ax) == [(0.0, 1.2)]  # only the failed attempt
+    (pauses,) = [c for c in ax.collections if isinstance(c, LineCollection)]
+    assert [seg.tolist() for seg in pauses.get_segments()] == [[[1.2, 1.0], [1.7, 1.0]]]
+    assert "2#2" in texts(ax)  # the retry says which attempt it is
+    assert legend_texts(ax) == ["delay", "failed attempt", "backoff pause"]
+    legend = ax.get_legend()
+    assert legend is not None
+    assert [h.get_hatch() for h in legend.legend_handles if isinstance(h, Rectangle)] == [
+        None, "////"]
+    # The same stripes in the other span plots, where the colour already says "failed".
+    assert _hatched(plot_shutdown_timeline(shutdown_run())) == [(0.0, 1.2)]
+    assert _hatched(plot_retry_timeline(busy_run())) == [(1.0, 1.5)]  # job 3, dead-lettered
+    # And in the dashboard's "who ran what" panel.
+    fig = plot_dashboard(shutdown_run(), workers=2)
+    assert _hatched(fig.axes[0]) == [(0.0, 1.2)]
+    assert "backoff pause" in legend_texts(fig.axes[0])
+
+
+def test_many_failed_attempts_are_hatched_too() -> None:
+    trace = Trace()  # over _PATCH_BARS_UP_TO attempts: drawn as one collection per row
+    for job in range(1200):
+        trace.emit(job, K.STARTED, job, worker=job % 2, attempt=1)
+        if job % 3:
+            trace.emit(job + 0.5, K.SUCCEEDED, job, worker=job % 2, attempt=1)
+        else:
+            trace.emit(job + 0.5, K.ATTEMPT_FAILED, job, worker=job % 2, attempt=1, info="x")
+            trace.emit(job + 0.5, K.DEAD_LETTERED, job, worker=job % 2, attempt=1, info="x")
+    ax = plot_concurrency_trace(trace)
+    hatches = [c.get_hatch() for c in ax.collections if isinstance(c, PolyCollection)]
+    assert sorted(hatches, key=str) == ["////", "////", None, None]  # per row: ok, failed
+
+
+def test_real_time_is_drawn_from_the_start_of_the_run_and_virtual_time_as_it_is() -> None:
+    def run(clock: Literal["real", "virtual"], t0: float) -> Trace:
+        trace = Trace()
+        trace.header = TraceHeader(clock=clock, t0=t0, workers=2)
+        emit_two_workers(trace)  # at 0 .. 4: move it to t0 + 0.5 ..
+        trace.events = [dataclasses.replace(e, t=e.t + t0 + 0.5) for e in trace.events]
+        return trace
+
+    real = plot_concurrency_trace(run("real", 1668.0))
+    assert real.get_xlabel() == "time (s)"  # the header says which clock
+    assert sorted(b.get_x() for b in bars(real)) == [0.5, 0.5, 1.5, 2.5]  # not 1668.5 ...
+    virtual = plot_concurrency_trace(run("virtual", 5.0))
+    assert virtual.get_xlabel() == "time (virtual s)"
+    assert sorted(b.get_x() for b in bars(virtual)) == [5.5, 5.5, 6.5, 7.5]  # untouched
+    # Without a header, virtual=False measures from the first event.
+    events = list(run("real", 1668.0))
+    assert sorted(b.get_x() for b in bars(plot_concurrency_trace(events, virtual=False))) == [
+        0.0, 0.0, 1.0, 2.0]
+    queue = plot_backpressure(run("real", 1668.0))
+    depth = queue.get_lines()[0]
+    assert np.asarray(depth.get_xdata())[0] == 0.5
 
 
 def test_plots_of_an_empty_trace_say_there_is_nothing() -> None:

@@ -1,4 +1,6 @@
-"""The progress bar: on in a terminal or notebook, off under tests, never a rate or an ETA."""
+"""The progress bars: the pipeline's (on in a terminal or notebook, off under tests, never a
+rate or an ETA: notebooks store it) and the command line's (a terminal's: rate, elapsed time,
+and counts such as retries and dead letters)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import sys
 import pytest
 
 import jobq
-from jobq.progress import BAR_FORMAT, make_progress
+from jobq.progress import BAR_FORMAT, make_progress, make_terminal_progress
 
 from .helpers import delayed_jobs
 
@@ -113,3 +115,86 @@ def test_progress_that_cannot_even_start_is_off(monkeypatch: pytest.MonkeyPatch)
     bar.update(3)
     bar.close()
     assert type(bar).__name__ == "_NoProgress"
+
+
+# -- the command line's bar --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("total", "drawn"), [(4, "4/4"), (None, "jobs: 4 ")])
+def test_terminal_bar_shows_rate_elapsed_and_counts(
+    total: int | None, drawn: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stream = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stream)
+    bar = make_terminal_progress(True, total=total)
+    bar.set_counts(retries=0, dead=0)
+    bar.update(3)
+    bar.set_counts(retries=2, dead=1)  # shown from the next frame on: close() draws it
+    bar.update(1)
+    bar.close()
+    last = stream.getvalue().split("\r")[-1]
+    assert drawn in last and "jobs/s" in last and "00:00" in last, last
+    assert last.rstrip().endswith(", retries=2 dead=1]"), last
+
+
+def test_terminal_bar_shows_a_slow_rate_in_jobs_per_second(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import tqdm.std
+
+    stream = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stream)
+    clock = iter(range(0, 1000, 4))  # 4 s between reads of tqdm's clock: 0.25 jobs/s at most
+    monkeypatch.setattr(tqdm.std, "time", lambda: float(next(clock)))
+    bar = make_terminal_progress(True, total=4)
+    bar.update(1)
+    bar.close()
+    last = stream.getvalue().split("\r")[-1]
+    assert " jobs/s" in last and "s/ jobs" not in last, last
+
+
+def test_terminal_bar_is_never_the_notebook_widget(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tqdm.auto
+
+    def widget(**kwargs: object) -> None:
+        raise AssertionError("the command line's bar must not come from tqdm.auto")
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", widget)
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    make_terminal_progress(True, total=1).close()
+
+
+def test_terminal_bar_off_or_without_stderr_does_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    stream = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stream)
+    off = make_terminal_progress(False, total=3)
+    off.set_counts(retries=1)
+    off.update(3)
+    off.close()
+    assert stream.getvalue() == ""
+    monkeypatch.setattr(sys, "stderr", None)  # `2>&-`
+    closed = make_terminal_progress(True, total=3)
+    closed.set_counts(retries=1)
+    closed.update(3)
+    closed.close()
+    assert type(off).__name__ == type(closed).__name__ == "_NoProgress"
+
+
+def test_terminal_bar_counts_on_a_broken_stream_switch_it_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import tqdm
+
+    stream = _Stream()
+    monkeypatch.setattr(sys, "stderr", stream)
+    real_tqdm = tqdm.tqdm
+    monkeypatch.setattr(tqdm, "tqdm", lambda **kw: real_tqdm(mininterval=0, **kw))
+    bar = make_terminal_progress(True, total=10)
+    stream.broken = True
+    for count in range(10):
+        bar.set_counts(retries=count, dead=0)  # never raises
+        bar.update(1)
+    bar.close()
+    del bar
+    gc.collect()
+    assert stream.calls_after_break == 1  # one failed write, then it stayed off

@@ -31,10 +31,11 @@ from jobq import (
     RetryPolicy,
     Trace,
 )
+from jobq.testing import delayed_jobs
 from jobq.trace import Event, EventKind
 
 from . import workfns
-from .helpers import delayed_jobs, session_processes, wait_for_file, wait_gone
+from .helpers import session_processes, wait_for_file, wait_gone
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,7 +59,6 @@ async def test_a_root_cancelled_before_start_refuses_every_submit_and_loses_noth
                     await pipe.submit(job)
     with pytest.raises(PipelineClosedError):
         pipe.submit_nowait(Job(99, b"", Delayed(0)))
-    assert pipe.report is not None
     assert (pipe.report.submitted, pipe.report.lost) == (0, 0)
     assert pipe.state is jobq.PipelineState.STOPPED
 
@@ -104,7 +104,6 @@ async def test_a_raising_trace_listener_costs_no_job(
             for job in _mix(20):
                 await pipe.submit(job)  # never raises for an accepted job
     report = pipe.report
-    assert report is not None
     assert (report.submitted, report.succeeded, report.lost) == (20, 20, 0)
     assert len(report.observer_errors) == 1
     assert f"raised {calls} time(s)" in report.observer_errors[0]
@@ -123,20 +122,19 @@ async def test_a_listener_failing_only_on_enqueue_leaves_submit_exact() -> None:
     async with pipe:
         accepted = await pipe.submit_many(delayed_jobs([0.5] * 5))
     assert accepted == 5
-    assert pipe.report is not None and pipe.report.succeeded == 5
+    assert pipe.report.succeeded == 5
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
 @pytest.mark.virtual_time
 async def test_a_trace_file_on_a_full_disk_stops_the_sink_not_the_pipeline() -> None:
     # Used to: OSError (no space left) from a worker's emit lost its job, and from close()
-    # left pipe.report None.
+    # left no report.
     pipe = Pipeline(workers=4, capacity=8, executor="inline",
                     trace=Trace(keep=False, path="/dev/full"))
     async with pipe:
         await pipe.submit_many(delayed_jobs([0.01] * 2000))  # > one write buffer of events
     report = pipe.report
-    assert report is not None
     assert (report.submitted, report.succeeded, report.lost) == (2000, 2000, 0)
     assert any("No space left" in line for line in report.observer_errors)
     assert pipe.metrics().jobs == 2000  # the listeners (metrics) went on
@@ -178,8 +176,7 @@ def test_an_exception_the_parent_cannot_unpickle_fails_its_job_only() -> None:
                         retry=RetryPolicy(max_retries=0))
         async with pipe:
             await pipe.submit_many(jobs)
-        return jobq.RunResult(pipe.report, pipe.results, pipe.trace, pipe.metrics(),  # type: ignore[arg-type]
-                              pipe.dead_letters, pipe.workers), pipe._offload.rebuilds
+        return jobq.RunResult.from_pipeline(pipe), pipe._offload.rebuilds
 
     result, rebuilds = asyncio.run(main())
     assert (result.report.succeeded, result.report.dead_lettered, result.report.lost) == (6, 1, 0)
@@ -203,7 +200,7 @@ def test_the_deadline_kills_a_cut_job_in_a_process(tmp_path: Path) -> None:
             await pipe.submit(Job(1, str(pidfile).encode(), CpuBound(6000)))  # 600 s of work
             await asyncio.to_thread(wait_for_file, pidfile)
             began = time.monotonic()
-        return pipe.report, time.monotonic() - began  # type: ignore[return-value]
+        return pipe.report, time.monotonic() - began
 
     report, took = asyncio.run(main())
     assert (report.cancelled_interrupted, report.lost) == (1, 0)
@@ -223,7 +220,7 @@ def test_the_deadline_kills_an_isolated_retry_too(tmp_path: Path) -> None:
         async with pipe:
             await pipe.submit(Job(1, str(pidfile).encode(), CpuBound(6000)))
             await asyncio.to_thread(wait_for_file, pidfile)  # the isolated retry is running
-        return pipe.report  # type: ignore[return-value]
+        return pipe.report
 
     report = asyncio.run(main())
     assert (report.cancelled_interrupted, report.lost) == (1, 0)
@@ -247,7 +244,7 @@ def test_the_deadline_returns_even_with_a_job_running_in_a_thread(tmp_path: Path
             await pipe.submit(Job(8, b"", Delayed(0.01)))
             await asyncio.to_thread(wait_for_file, pidfile)
             began = time.monotonic()
-        return pipe.report, time.monotonic() - began  # type: ignore[return-value]
+        return pipe.report, time.monotonic() - began
 
     report, took = asyncio.run(main())
     assert not finished.is_set() and took < 1.4  # it did not wait for the thread
@@ -345,7 +342,7 @@ def test_pool_processes_exit_when_the_program_is_killed(tmp_path: Path) -> None:
 async def test_a_second_shutdown_moves_the_deadline_earlier() -> None:
     # Used to: the second call was ignored (the drain ran its first, longer deadline).
     pipe = Pipeline(workers=1, capacity=10, executor="inline")
-    await pipe.__aenter__()
+    await pipe.start()
     await pipe.submit_many(delayed_jobs([10.0] * 3))
     first = asyncio.create_task(pipe.shutdown(drain_timeout=100))
     await asyncio.sleep(1)
@@ -358,7 +355,7 @@ async def test_a_second_shutdown_moves_the_deadline_earlier() -> None:
 @pytest.mark.virtual_time
 async def test_a_later_shutdown_never_loosens_the_deadline() -> None:
     pipe = Pipeline(workers=1, capacity=10, executor="inline")
-    await pipe.__aenter__()
+    await pipe.start()
     await pipe.submit_many(delayed_jobs([10.0] * 3))
     first = asyncio.create_task(pipe.shutdown(drain_timeout=2))
     await asyncio.sleep(1)
@@ -370,7 +367,7 @@ async def test_a_later_shutdown_never_loosens_the_deadline() -> None:
 @pytest.mark.virtual_time
 async def test_a_second_shutdown_can_cancel_the_queue() -> None:
     pipe = Pipeline(workers=1, capacity=10, executor="inline")
-    await pipe.__aenter__()
+    await pipe.start()
     await pipe.submit_many(delayed_jobs([10.0] * 3))
     first = asyncio.create_task(pipe.shutdown())  # drain everything, no limit
     await asyncio.sleep(1)
@@ -408,7 +405,7 @@ async def test_a_deadline_closer_than_the_clock_resolution_still_ends_the_drain(
     # asyncio treats a timer within its clock resolution (1 ns) as due: a drain that compared
     # loop times against the deadline woke "early" at the same instant, forever.
     pipe = Pipeline(workers=1, capacity=10, executor="inline")
-    await pipe.__aenter__()
+    await pipe.start()
     await pipe.submit_many(delayed_jobs([10.0] * 2))
     await asyncio.sleep(3.0)
     async with asyncio.timeout(60):  # virtual seconds: it must end at 3.0 + 1e-10
