@@ -44,6 +44,7 @@ import asyncio
 import base64
 import binascii
 import math
+import socket
 import threading
 from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
@@ -202,25 +203,41 @@ class LocalServer:
             handler_cancellation=True,
             shutdown_timeout=_SHUTDOWN_GRACE,
         )
+        # We open the listening socket ourselves (aiohttp serves on it, and closes it in
+        # cleanup) because stopping must take it out of the loop first: see the `finally`.
+        listener: socket.socket | None = None
         try:
-            await app_runner.setup()
             # Port 0: the operating system picks a free port, so parallel runs never clash.
-            site = web.TCPSite(app_runner, _HOST, 0)
-            await site.start()
-            self._port = app_runner.addresses[0][1]
+            listener = socket.create_server((_HOST, 0))
+            await app_runner.setup()
+            await web.SockSite(app_runner, listener).start()
+            self._port = listener.getsockname()[1]
         except BaseException as exc:
             failure.append(exc)
             ready.set()
             await app_runner.cleanup()
+            if listener is not None:
+                listener.close()
             return
         ready.set()
         try:
             await self._stop_event.wait()
         finally:
-            # First let connections that arrived before stop() finish being accepted: asyncio
-            # accepts in two steps, and a socket whose second step meets an already closed
-            # listener is dropped unclosed (it then warns in whatever code runs next).
-            for _ in range(3):
+            # Stop accepting *before* closing anything. asyncio accepts in two steps, one loop
+            # pass apart: the listener's reader callback takes a socket from the kernel and
+            # starts a task; in the next pass that task wraps the socket in a transport and
+            # registers it with the asyncio.Server. If the Server is closed in between, the
+            # registration fails (CPython gh-109564) and the socket is dropped unclosed: it
+            # warns later, in whatever test the garbage collector runs in. Waiting a few
+            # passes first only moves that window, since a client may connect at any moment.
+            # So: unregister the reader (no socket is accepted after this line; a connection
+            # still queued in the kernel is reset when the listener closes), then let every
+            # socket already accepted finish its second step while the Server is still open.
+            asyncio.get_running_loop().remove_reader(listener.fileno())
+            # The loop runs callbacks in the order they were scheduled, so a second step still
+            # pending runs in this pass and schedules connection_made for the next: after two
+            # passes aiohttp knows every connection, and cleanup() below closes them all.
+            for _ in range(2):
                 await asyncio.sleep(0)
             # Closes the listening socket, lets handlers still running finish (within the
             # grace period, else cancels them), then closes every connection.

@@ -328,6 +328,28 @@ def test_server_latency_is_validated() -> None:
         LocalServer(latency=-0.5)
 
 
+def _stop_with_a_connection_after(passes: int) -> list[socket.socket]:
+    """Start a server, stop it, and have its own loop connect to it `passes` passes after it
+    is told to stop (a blocking connect on loopback returns once the kernel has queued the
+    connection: nobody needs to accept it). Returns the client sockets, for the caller to close
+    after checking that the server closed its side."""
+    server = LocalServer().start()
+    port, loop = server.port, server._loop  # only the server's own loop can count its passes
+    assert loop is not None and loop.get_debug()
+    clients: list[socket.socket] = []
+
+    def connect_after(passes: int) -> None:
+        if passes > 0:
+            loop.call_soon(connect_after, passes - 1)
+            return
+        with contextlib.suppress(OSError):  # refused: the listener is already closed
+            clients.append(socket.create_connection(("127.0.0.1", port), timeout=1.0))
+
+    loop.call_soon_threadsafe(connect_after, passes)
+    server.stop()
+    return clients
+
+
 def test_a_connection_arriving_while_the_server_stops_is_closed_not_leaked(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -338,35 +360,22 @@ def test_a_connection_arriving_while_the_server_stops_is_closed_not_leaked(
     asyncio.Server. A server closed in between makes the registration fail (CPython
     gh-109564): the socket is dropped unclosed and warns later, in whichever test the garbage
     collector happens to run. Only the pass the connection lands in decides it, so we land one
-    in each pass around stop(): the server's own loop connects to itself after `passes` passes
-    (a blocking connect on loopback returns once the kernel queued it; nobody needs to accept).
-    A loaded machine does this by chance (a client cancelled mid-connect, a stop right after);
-    here it happens every time.
+    in each pass around stop(). A loaded machine does this by chance (a client gives up
+    mid-connect, then the server stops); here it happens every time.
     """
     # Debug mode makes asyncio log the failed registration at once, not only at the next
     # garbage collection. (Read when a loop is created: the server's loop, in start().)
     monkeypatch.setenv("PYTHONASYNCIODEBUG", "1")
     for passes in range(8):
+        clients: list[socket.socket] = []
         for _ in range(3):  # stop()'s own call lands in the server's loop a pass early or late
-            server = LocalServer().start()
-            port, loop = server.port, server._loop  # only its own loop can count its passes
-            assert loop is not None and loop.get_debug()
-            clients: list[socket.socket] = []
-
-            def connect_after(passes: int) -> None:
-                if passes > 0:
-                    loop.call_soon(connect_after, passes - 1)
-                    return
-                with contextlib.suppress(OSError):  # refused: the listener is already closed
-                    clients.append(socket.create_connection(("127.0.0.1", port), timeout=1.0))
-
-            loop.call_soon_threadsafe(connect_after, passes)
-            server.stop()
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                gc.collect()  # a socket dropped by the server warns "unclosed" here
-            for client in clients:
-                client.close()
-            leaked = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
-            errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
-            assert not leaked and not errors, f"connection after {passes} passes: {leaked + errors}"
+            clients += _stop_with_a_connection_after(passes)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            gc.collect()  # a socket dropped by the server warns "unclosed" here
+        for client in clients:
+            client.close()
+        leaked = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+        errors = [r.getMessage().splitlines()[0] for r in caplog.records
+                  if r.levelno >= logging.ERROR]
+        assert not leaked and not errors, f"connection after {passes} passes: {leaked + errors}"
