@@ -199,7 +199,8 @@ class CpuOffload:
             # and holds still until the work is done.
             if processes:
                 future = loop.run_in_executor(pool, _call_in_child, function, *args)
-                self._track(pool)
+                if alone or self._owned:  # a pool you passed in is yours: its processes too
+                    self._track(pool)
             else:
                 future = loop.run_in_executor(pool, self._in_thread, job_id, function, *args)
             result: T = await future

@@ -227,6 +227,9 @@ def test_cpu_offload_compares_lag_per_mode_on_a_log_axis() -> None:
     # A 0 ms lag cannot sit on a log axis: it is drawn at the floor, not lost.
     assert np.asarray(dots[2].get_offsets())[:, 1].min() > 0
     assert texts(ax)[0] == "median\n80.0 ms"
+    # An even count is labelled with the median the box draws, not the upper middle sample.
+    even = plot_cpu_offload({"inline": [50.0, 80.0, 120.0, 400.0]})
+    assert texts(even)[0] == "median\n100 ms"
     with pytest.raises(ValueError, match="threads"):
         plot_cpu_offload({"threads": []})
 

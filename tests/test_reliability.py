@@ -411,3 +411,23 @@ async def test_a_deadline_closer_than_the_clock_resolution_still_ends_the_drain(
     async with asyncio.timeout(60):  # virtual seconds: it must end at 3.0 + 1e-10
         report = await pipe.shutdown(drain_timeout=1e-10)
     assert (report.cancelled, report.lost) == (2, 0)
+
+
+def test_a_process_pool_you_pass_in_is_left_running() -> None:
+    # Found in notebook 3: close() waited 2 s for the processes of a pool the user owns (they
+    # do not exit: the pool is still open), then killed them - the pool was broken after.
+    import concurrent.futures
+    import multiprocessing
+
+    pool = concurrent.futures.ProcessPoolExecutor(
+        2, mp_context=multiprocessing.get_context("forkserver"))
+    try:
+        async def main() -> int:
+            async with Pipeline(workers=2, executor=pool) as pipe:
+                await pipe.submit_many([Job(i, b"x", CpuBound(1000)) for i in range(4)])
+            return pipe.report.succeeded
+
+        assert asyncio.run(main()) == 4
+        assert pool.submit(jobq.cpu_work, 10, b"x").result(timeout=HANG) == jobq.cpu_work(10, b"x")
+    finally:
+        pool.shutdown()
