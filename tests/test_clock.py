@@ -447,3 +447,21 @@ async def test_in_virtual_time_from_a_virtual_loop_holds_the_outer_clock() -> No
 
     async with asyncio.timeout(5):
         assert await in_virtual_time(real_pause()) == "done"
+
+
+def test_a_held_clock_also_counts_the_real_time_callbacks_take() -> None:
+    # While real work is in flight the clock must flow at the real rate. It used to count
+    # only the loop's waits, not the time its callbacks ran: a loaded machine (slow callbacks)
+    # then saw a 0.2 s request take 0.19 virtual seconds.
+    async def main() -> float:
+        loop = asyncio.get_running_loop()
+        before = loop.time()
+        work = asyncio.ensure_future(asyncio.to_thread(time.sleep, 0.3))  # real work: held
+        await asyncio.sleep(0)  # the thread is running now
+        time.sleep(0.2)  # noqa: ASYNC251 - on purpose: the loop is busy 0.2 real s meanwhile
+        await work
+        return loop.time() - before
+
+    started = time.monotonic()
+    elapsed = run_virtual(main())
+    assert 0.3 <= elapsed <= time.monotonic() - started  # the real time, no less, no more
