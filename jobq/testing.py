@@ -1,5 +1,5 @@
-"""A real HTTP server on 127.0.0.1 for tests, notebooks and the CLI - no mocks; and the test
-kit that jobq's own tests and notebook 5 use, for your tests too.
+"""A real HTTP server and a real redis-server on 127.0.0.1 for tests, notebooks and the CLI -
+no mocks; and the test kit that jobq's own tests and notebook 5 use, for your tests too.
 
 The test kit:
 
@@ -16,7 +16,18 @@ The server:
         ...                                  # fetch it with jobq.http.HttpClient
         print(server.requests)               # how many requests it received
 
-Why a thread of its own? The server runs an aiohttp application on its *own* event loop in
+The redis-server (Debian: `apt-get install -y redis-server`; `redis_server_path()` finds it
+or names that command):
+
+    with RedisServer(password="s3cret") as redis:
+        url = redis.url                      # "redis://:s3cret@127.0.0.1:<free port>/0"
+        ...                                  # redis.asyncio.from_url(url), from redis-py
+        redis.restart()                      # same port and directory: the data survives
+
+It is a child process, not a thread: its own program, in a temporary directory with
+append-only persistence, stopped by its PID (and killed when Python exits, if nobody did).
+
+Why a thread of its own? The HTTP server runs an aiohttp application on its *own* event loop in
 a daemon thread, with real time. So it keeps answering when
 
 * the jobs run on a virtual clock: a listening socket registered with the virtual loop
@@ -44,10 +55,18 @@ import asyncio
 import base64
 import binascii
 import math
+import shutil
+import signal
 import socket
+import subprocess
+import tempfile
 import threading
+import time
+import weakref
 from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
 from types import TracebackType
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -56,7 +75,14 @@ from jobq.jobs import Delayed, Job
 from jobq.pipeline import Pipeline, RunResult
 from jobq.trace import FINAL_KINDS, Event, EventKind, Trace
 
-__all__ = ["LocalServer", "assert_each_job_ended_once", "delayed_jobs", "peak_concurrency"]
+__all__ = [
+    "LocalServer",
+    "RedisServer",
+    "assert_each_job_ended_once",
+    "delayed_jobs",
+    "peak_concurrency",
+    "redis_server_path",
+]
 
 # Loopback only: a test server must never be reachable from the network.
 _HOST = "127.0.0.1"
@@ -456,3 +482,298 @@ def assert_each_job_ended_once(
                             f"{len(acceptances)} accepted")
     if problems:
         raise AssertionError("each accepted job must end exactly once; " + "; ".join(problems))
+
+
+# ---- a private redis-server -------------------------------------------------------------------
+
+_INSTALL_REDIS = "apt-get install -y redis-server"
+# Starting takes milliseconds; loading a big append-only file on restart can take longer.
+_REDIS_START_TIMEOUT = 10.0
+# How long stop() lets redis-server finish after SIGTERM (it flushes the append-only file
+# and exits) before SIGKILL.
+_REDIS_STOP_GRACE = 5.0
+_APPENDFSYNC = ("always", "everysec", "no")
+
+
+def redis_server_path() -> str:
+    """The `redis-server` executable: on PATH, else Debian's /usr/bin/redis-server.
+
+    Raises FileNotFoundError naming the install command when there is none.
+    """
+    found = shutil.which("redis-server") or shutil.which("redis-server", path="/usr/bin")
+    if found is None:
+        raise FileNotFoundError(f"redis-server is not installed: {_INSTALL_REDIS}")
+    return found
+
+
+class RedisServer:
+    """A private redis-server on 127.0.0.1 at a free port, in a temporary directory.
+
+        with RedisServer() as redis:          # or RedisServer(password="s3cret")
+            url = redis.url                   # "redis://127.0.0.1:<free port>/0"
+            ...                               # redis.asyncio.from_url(url) talks to it
+            redis.restart()                   # same port, same directory, data kept
+
+    A real server, not a mock: tests, notebooks and drills see what production sees, including
+    a restart mid-run. Its data lives in an append-only file (`appendonly=True`) in its own
+    temporary directory, which `stop()` removes; `appendfsync="always"` writes every command
+    to disk before answering, so a test can restart right after a write and find it.
+
+    Who ends the process: `stop()` (SIGTERM by PID, SIGKILL after a grace period), or, if
+    nobody calls it, a finalizer when this object is collected or Python exits. The server
+    runs in its own session, so a Ctrl-C in the terminal reaches Python, not redis-server:
+    the data stays until Python's own clean-up stops it. A Python killed with SIGKILL runs no
+    clean-up at all; its redis-server is then left running (find it by `pid`).
+    """
+
+    def __init__(self, *, password: str | None = None, appendonly: bool = True,
+                 appendfsync: str = "everysec") -> None:
+        if password is not None and (not isinstance(password, str) or not password):
+            raise InvalidConfigError("RedisServer.password must be a non-empty string or None,"
+                                     f" got a {type(password).__name__}")
+        if not isinstance(appendonly, bool):
+            raise InvalidConfigError(f"RedisServer.appendonly must be a bool, got {appendonly!r}")
+        if appendfsync not in _APPENDFSYNC:
+            raise InvalidConfigError(
+                f"RedisServer.appendfsync must be one of {_APPENDFSYNC}, got {appendfsync!r}")
+        self._password = password
+        self._appendonly = appendonly
+        self._appendfsync = appendfsync
+        # Chosen at the first start() and kept by restart(); stop() forgets both. The
+        # directory's finalizer removes it if stop() is never called.
+        self._port: int | None = None
+        self._dir: Path | None = None
+        self._dir_finalizer: weakref.finalize[..., RedisServer] | None = None
+        # The running process, and the finalizer that kills it if stop() is never called.
+        # Finalizers hold the process and the directory, never `self`, so they do not keep
+        # this object alive; weakref.finalize also runs them at interpreter exit, newest
+        # first: the process is killed before its directory is removed.
+        self._process: subprocess.Popen[bytes] | None = None
+        self._finalizer: weakref.finalize[..., RedisServer] | None = None
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> RedisServer:
+        """Start redis-server; returns once it answers PING. Does nothing if already running.
+
+        Raises FileNotFoundError if redis-server is not installed, RuntimeError (with the
+        server's log) if it exits or does not answer within 10 s.
+        """
+        if self._process is not None:
+            return self
+        executable = redis_server_path()
+        if self._dir is None:
+            self._dir = Path(tempfile.mkdtemp(prefix="jobq-redis-"))  # mode 0700
+            self._dir_finalizer = weakref.finalize(
+                self, shutil.rmtree, self._dir, ignore_errors=True)
+        # A free port is found by binding port 0 and letting it go, so another process may
+        # take it before redis-server binds it: then try again on a new port. A restart keeps
+        # its port (the clients' URL) and fails instead.
+        attempts = 1 if self._port is not None else 3
+        for attempt in range(attempts):
+            if self._port is None or attempt > 0:
+                self._port = _free_port()
+            try:
+                self._spawn(executable)
+                return self
+            except _PortTaken:
+                if attempt == attempts - 1:
+                    port = self._port
+                    self.stop()
+                    raise RuntimeError(f"redis-server could not bind 127.0.0.1:{port}: "
+                                       "the port is in use") from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def stop(self) -> None:
+        """Stop the server and remove its directory (and data). Safe to call twice."""
+        self._stop_process()
+        dir_finalizer, self._dir_finalizer = self._dir_finalizer, None
+        if dir_finalizer is not None:
+            dir_finalizer()  # removes the directory, once
+        self._dir = self._port = None
+
+    def restart(self) -> RedisServer:
+        """Stop the server and start it again on the same port, in the same directory.
+
+        What was written survives as far as the append-only file holds it: all of it with
+        `appendfsync="always"`; with "everysec", redis-server flushes at SIGTERM too, so a
+        clean restart loses nothing either. A stopped server just starts.
+        """
+        self._stop_process()
+        return self.start()
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # ---- what callers read ------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None
+
+    @property
+    def port(self) -> int:
+        if self._port is None or self._process is None:
+            raise RuntimeError("RedisServer is not running: call start() or use `with`")
+        return self._port
+
+    @property
+    def pid(self) -> int:
+        if self._process is None:
+            raise RuntimeError("RedisServer is not running: call start() or use `with`")
+        return self._process.pid
+
+    @property
+    def url(self) -> str:
+        """`redis://127.0.0.1:PORT/0`, with `:PASSWORD@` when there is a password - a secret:
+        pass it to the client, do not print it."""
+        auth = f":{quote(self._password, safe='')}@" if self._password is not None else ""
+        return f"redis://{auth}{_HOST}:{self.port}/0"
+
+    def __repr__(self) -> str:
+        # No port (it changes on every run, and notebooks compare their outputs) and never
+        # the password: only whether there is one.
+        state = "running" if self.running else "stopped"
+        password = "set" if self._password is not None else "none"
+        appendonly = f"appendfsync={self._appendfsync}" if self._appendonly else "appendonly=no"
+        return f"<RedisServer {state} {appendonly} password={password}>"
+
+    # ---- the process ------------------------------------------------------------------------
+
+    def _spawn(self, executable: str) -> None:
+        assert self._dir is not None and self._port is not None
+        argv = [executable]
+        if self._password is not None:
+            # Not on the command line, where any local user reads it (ps, /proc/PID/cmdline):
+            # in a file only we can read, in our 0700 directory, given as the config file.
+            conf = self._dir / "password.conf"
+            conf.touch(mode=0o600)
+            conf.write_text(f'requirepass "{_redis_quote(self._password)}"\n')
+            argv.append(str(conf))
+        argv += [
+            "--port", str(self._port),
+            "--bind", _HOST,
+            "--dir", str(self._dir),
+            "--appendonly", "yes" if self._appendonly else "no",
+            "--appendfsync", self._appendfsync,
+            "--save", "",  # no RDB snapshots: the append-only file is the only persistence
+            "--daemonize", "no",  # our child, so its PID is the server's
+            "--protected-mode", "yes",
+        ]
+        log_path = self._dir / "redis-server.log"
+        with open(log_path, "ab") as log:
+            log_start = log.tell()
+            process = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                # Its own session: a Ctrl-C (SIGINT to the terminal's process group) reaches
+                # Python, whose clean-up then stops the server - not the server first.
+                start_new_session=True,
+            )
+        self._process = process
+        self._finalizer = weakref.finalize(self, _kill, process)
+        try:
+            _wait_for_ping(process, self._port, self._password, _REDIS_START_TIMEOUT)
+        except _StartFailed as failed:
+            self._stop_process()
+            with open(log_path, "rb") as log:
+                log.seek(log_start)
+                output = log.read().decode(errors="replace")
+            if "Address already in use" in output:
+                raise _PortTaken from None
+            tail = "\n".join(output.strip().splitlines()[-20:]) or "(no output)"
+            raise RuntimeError(f"redis-server on 127.0.0.1:{self._port} {failed}; its log:\n"
+                               f"{tail}") from None
+
+    def _stop_process(self) -> None:
+        """End the process (SIGTERM, then SIGKILL after the grace); keep port and directory."""
+        process, self._process = self._process, None
+        finalizer, self._finalizer = self._finalizer, None
+        if finalizer is not None:
+            finalizer.detach()
+        if process is None:
+            return
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)  # by PID: redis flushes its AOF and exits
+            try:
+                process.wait(timeout=_REDIS_STOP_GRACE)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+class _StartFailed(Exception):
+    """The server exited or did not answer PING in time (the message says which)."""
+
+
+class _PortTaken(Exception):
+    """The free port was taken by someone else before redis-server could bind it."""
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((_HOST, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _redis_quote(text: str) -> str:
+    """Every byte as \\xHH: safe inside a redis.conf double-quoted string, whatever it holds."""
+    return "".join(f"\\x{byte:02x}" for byte in text.encode())
+
+
+def _resp(*parts: str) -> bytes:
+    """One command in RESP, redis's wire format: an array of bulk strings."""
+    out = [f"*{len(parts)}\r\n".encode()]
+    for part in parts:
+        data = part.encode()
+        out += [f"${len(data)}\r\n".encode(), data, b"\r\n"]
+    return b"".join(out)
+
+
+def _wait_for_ping(process: subprocess.Popen[bytes], port: int, password: str | None,
+                   timeout: float) -> None:
+    """Until `timeout`: connect, AUTH if there is a password, PING; return at +PONG.
+
+    A plain socket is enough (no redis client needed inside jobq). While the server loads
+    its append-only file it answers -LOADING: that is "not yet", like a refused connection.
+    """
+    deadline = time.monotonic() + timeout
+    request = (_resp("AUTH", password) if password is not None else b"") + _resp("PING")
+    last = "no answer"
+    while True:
+        if process.poll() is not None:
+            raise _StartFailed(f"exited with status {process.returncode} while starting")
+        try:
+            # A short timeout: redis answers in milliseconds (-LOADING included), and if the
+            # port is someone else's listener that never answers, we look again soon.
+            with socket.create_connection((_HOST, port), timeout=0.25) as conn:
+                conn.sendall(request)
+                answer = b""
+                while answer.count(b"\r\n") < (2 if password is not None else 1):
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        break
+                    answer += chunk
+            if answer.endswith(b"+PONG\r\n"):
+                return
+            last = answer.decode(errors="replace").strip() or "connection closed"
+        except OSError as exc:
+            last = str(exc)
+        if time.monotonic() >= deadline:
+            raise _StartFailed(f"did not answer PING within {timeout:g} s (last: {last})")
+        time.sleep(0.02)
+
+
+def _kill(process: subprocess.Popen[bytes]) -> None:
+    """The finalizer: nobody called stop(), so the data is not wanted; end it at once."""
+    if process.poll() is None:
+        process.kill()
+        process.wait()

@@ -13,9 +13,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # conda-forge name -> PyPI name, for the packages whose names differ (environment.yml lists
 # conda-forge names; pyproject.toml lists PyPI names). Checked on anaconda.org's conda-forge
-# pages: the Playwright library for Python is `playwright-python` there.
+# pages: the Playwright library for Python is `playwright-python` there; redis-py (PyPI:
+# `redis`) is `redis-py` (conda-forge's `redis` is an old 3.5 copy of the client).
 CONDA_TO_PIP = {
     "playwright-python": "playwright",
+    "redis-py": "redis",
 }
 
 
