@@ -66,6 +66,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 from urllib.parse import quote
 
 from aiohttp import web
@@ -94,7 +95,28 @@ _SHUTDOWN_GRACE = 0.25
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-class LocalServer:
+class _Service:
+    """What LocalServer and RedisServer share: `with` starts the service and stops it."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class LocalServer(_Service):
     """An aiohttp server on 127.0.0.1 at a free port, in its own thread and event loop."""
 
     def __init__(self, *, latency: float = 0.0) -> None:
@@ -148,16 +170,6 @@ class LocalServer:
         thread.join()
         self._loop = self._stop_event = self._port = None
 
-    def __enter__(self) -> LocalServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # `async with` for symmetry with HttpClient. Starting and stopping block the caller for a
     # moment (milliseconds; up to ~0.5 s if requests are still being answered) - fine in a test
@@ -506,7 +518,7 @@ def redis_server_path() -> str:
     return found
 
 
-class RedisServer:
+class RedisServer(_Service):
     """A private redis-server on 127.0.0.1 at a free port, in a temporary directory.
 
         with RedisServer() as redis:          # or RedisServer(password="s3cret")
@@ -602,16 +614,6 @@ class RedisServer:
         self._stop_process()
         return self.start()
 
-    def __enter__(self) -> RedisServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # ---- what callers read ------------------------------------------------------------------
 
