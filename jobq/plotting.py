@@ -664,7 +664,7 @@ def plot_dashboard(
         cells.append(["executor / clock", f"{header.executor} / {header.clock}"])
     ax_numbers.axis("off")
     table = ax_numbers.table(cellText=cells, colLabels=["metric", "value"], loc="center",
-                             cellLoc="left", colWidths=[0.62, 0.38])
+                             cellLoc="left", colWidths=[0.72, 0.34])
     table.auto_set_font_size(False)
     table.set_fontsize(10)
     table.scale(1.0, 1.5)
