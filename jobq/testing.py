@@ -31,7 +31,7 @@ Why a thread of its own? The HTTP server runs an aiohttp application on its *own
 a daemon thread, with real time. So it keeps answering when
 
 * the jobs run on a virtual clock: a listening socket registered with the virtual loop
-  would stop that clock from ever jumping (see SPEC, "Virtual time and sockets"), and the
+  would stop that clock from ever jumping (see the docstring of jobq/clock.py), and the
   server's sleeps must take real seconds, whatever the jobs' clock says;
 * a notebook's loop is already running: `start()` is a plain blocking call, no `await`.
 
