@@ -226,8 +226,12 @@ def _draw_spans(
                     text = f"#{s.attempt}"
                 else:  # a retry says which attempt it is: job 7's second try is "7#2"
                     text = str(s.job) if s.attempt == 1 else f"{s.job}#{s.attempt}"
+                # On a patch of the bar's own colour: readable across a hatched bar's stripes.
+                patch = colour_of_kind(getattr(s, key_of), colour_of)
                 ax.text(s.start + s.duration / 2, row[getattr(s, row_of)], text,
-                        ha="center", va="center", fontsize=7, color="white")
+                        ha="center", va="center", fontsize=7, color="white",
+                        bbox={"boxstyle": "square,pad=0.1", "facecolor": patch,
+                              "edgecolor": "none"})
     return order
 
 

@@ -96,13 +96,29 @@ _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class _Service:
-    """What LocalServer and RedisServer share: `with` starts the service and stops it."""
+    """What LocalServer and RedisServer share: `with` starts the service and stops it, and
+    its port can be read only while it runs."""
+
+    _port: int | None
 
     def start(self) -> Self:
         raise NotImplementedError
 
     def stop(self) -> None:
         raise NotImplementedError
+
+    @property
+    def running(self) -> bool:
+        raise NotImplementedError
+
+    @property
+    def port(self) -> int:
+        if self._port is None or not self.running:
+            raise self._not_running()
+        return self._port
+
+    def _not_running(self) -> RuntimeError:
+        return RuntimeError(f"{type(self).__name__} is not running: call start() or use `with`")
 
     def __enter__(self) -> Self:
         return self.start()
@@ -195,12 +211,6 @@ class LocalServer(_Service):
     def latency(self) -> float:
         """Seconds every response waits before it is sent (unless `?latency=` overrides)."""
         return self._latency
-
-    @property
-    def port(self) -> int:
-        if self._port is None or self._thread is None:
-            raise RuntimeError("LocalServer is not running: call start() or use `with`")
-        return self._port
 
     @property
     def base_url(self) -> str:
@@ -622,15 +632,9 @@ class RedisServer(_Service):
         return self._process is not None
 
     @property
-    def port(self) -> int:
-        if self._port is None or self._process is None:
-            raise RuntimeError("RedisServer is not running: call start() or use `with`")
-        return self._port
-
-    @property
     def pid(self) -> int:
         if self._process is None:
-            raise RuntimeError("RedisServer is not running: call start() or use `with`")
+            raise self._not_running()
         return self._process.pid
 
     @property
