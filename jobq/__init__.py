@@ -24,6 +24,7 @@ A map of the package, one line per module, in pipeline order:
     progress.py    the progress bar (tqdm)
     testing.py     LocalServer: a real HTTP server on 127.0.0.1 for tests and demos; the
                    test kit (delayed_jobs, assert_each_job_ended_once, peak_concurrency)
+    redis_*.py     more than one machine: RedisPipeline, RedisWorker (+ broker.py, wire.py)
     cli.py         `python -m jobq run ...` (a seeded mix, or `module:function` of yours)
     errors.py      every error jobq raises, as one tree
     validation.py  the checks of every setting (one per kind: count, seconds, flag, ...)
@@ -34,6 +35,7 @@ distribution); a job's payload is opaque bytes; CpuBound work is a stand-in loop
 
 import logging as _logging
 
+from jobq.broker import BrokerAuthError, BrokerError, BrokerUnavailableError
 from jobq.cancel import CancellationToken, TokenCancelled
 from jobq.clock import (
     VirtualClock,
@@ -54,6 +56,7 @@ from jobq.errors import (
     InjectedFailure,
     InvalidConfigError,
     InvalidJobError,
+    InvisibleCpuWarning,
     JobCancelledError,
     JobDeadLetteredError,
     JobFailedError,
@@ -91,8 +94,17 @@ from jobq.pipeline import (
     ShutdownReport,
     run,
 )
+from jobq.redis_producer import (
+    MergedTrace,
+    RedisPipeline,
+    RedisShutdownReport,
+    merged_trace,
+    read_dead_letters,
+)
+from jobq.redis_worker import RedisWorker, WorkerReport
 from jobq.retry import Attempt, DeadLetter, DeadLetterQueue, FailurePlan, RetryPolicy
 from jobq.trace import Event, EventKind, Trace, TraceHeader
+from jobq.wire import EntryTooLargeError, WireError
 from jobq.work import cpu_work
 
 __version__ = "0.1.0"
@@ -108,6 +120,9 @@ __all__ = [
     "AsyncIo",
     "Attempt",
     "Blocking",
+    "BrokerAuthError",
+    "BrokerError",
+    "BrokerUnavailableError",
     "Call",
     "CancelReason",
     "CancellationToken",
@@ -116,6 +131,7 @@ __all__ = [
     "DeadLetterQueue",
     "Delayed",
     "DuplicateJobError",
+    "EntryTooLargeError",
     "Event",
     "EventKind",
     "FailurePlan",
@@ -129,6 +145,7 @@ __all__ = [
     "InjectedFailure",
     "InvalidConfigError",
     "InvalidJobError",
+    "InvisibleCpuWarning",
     "Job",
     "JobCancelledError",
     "JobDeadLetteredError",
@@ -137,6 +154,7 @@ __all__ = [
     "JobResult",
     "JobTimeoutError",
     "JobqError",
+    "MergedTrace",
     "Metrics",
     "NotImportableError",
     "Pipeline",
@@ -144,6 +162,9 @@ __all__ = [
     "PipelineState",
     "PipelineStatistics",
     "QueueFullError",
+    "RedisPipeline",
+    "RedisShutdownReport",
+    "RedisWorker",
     "ReportNotReadyError",
     "ResponseTooLargeError",
     "ResultNotReadyError",
@@ -159,13 +180,16 @@ __all__ = [
     "VirtualClock",
     "VirtualDeadlineExceeded",
     "VirtualTimeLoop",
+    "WireError",
     "WorkerCrashedError",
+    "WorkerReport",
     "cpu_work",
     "current_clock",
     "in_virtual_time",
     "is_virtual",
+    "merged_trace",
     "metrics_from_trace",
+    "read_dead_letters",
     "real_work",
     "run",
-    "run_virtual",
-]
+    "run_virtual",]

@@ -100,6 +100,20 @@ class IdSet:
         self._add_anywhere(value)
         self._refresh_top()
 
+    def add_new(self, value: int) -> bool:
+        """Add `value` if it is not in the set yet; return whether it was added (False: it
+        was there already). The submit path's one call: a check and an add in one search."""
+        top = self._top
+        if top is not None and value == top[1] + 1:  # the next id: the O(1) path of add()
+            self._runs[top[0]] = value
+            self._top = (top[0], value)
+            self._count += 1
+            return True
+        if value in self:
+            return False
+        self.add(value)
+        return True
+
     def _add_anywhere(self, value: int) -> None:
         runs = self._runs
         before = self._run_at_or_before(value)

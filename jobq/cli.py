@@ -43,6 +43,7 @@ import stat
 import sys
 import time
 import traceback
+import warnings
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
@@ -63,7 +64,9 @@ from jobq import validation as check
 from jobq.clock import run_virtual
 from jobq.errors import (
     AccountingError,
+    InvalidConfigError,
     InvalidJobError,
+    InvisibleCpuWarning,
     NotImportableError,
     PipelineClosedError,
 )
@@ -311,7 +314,8 @@ def _parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
                       help="where CpuBound and Blocking jobs run (default: %(default)s)")
     size.add_argument("--virtual-time", action="store_true",
                       help="run on jobq's virtual clock: delays and backoffs are skipped while "
-                           "no real work (an io request, a cpu job) is in flight")
+                           "no real work (an io request, a cpu job) is in flight; cpu jobs "
+                           "then take no virtual time (they run between two instants)")
     size.add_argument("--drain-timeout", type=_seconds, default=10.0, metavar="S",
                       help="after SIGINT/SIGTERM: seconds (of the run's clock) to let queued "
                            "and running jobs finish before they are cancelled "
@@ -363,6 +367,7 @@ def _parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
                      help="keep no events and no results (memory does not grow with the "
                           "number of jobs); --trace is then streamed to its file; --plot is "
                           "not possible")
+    _add_worker_parser(commands)  # `jobq worker`: see the section "the worker command"
     return parser, run
 
 
@@ -1303,8 +1308,12 @@ def run_command(options: RunOptions, interrupts: _Interrupts) -> int:
         started = time.perf_counter()
         run = _execute(options, feed, interrupts, trace_file)
         if options.virtual_time:
-            # No virtual deadline: the run ends when its jobs do, or at Ctrl-C.
-            pipe, report = run_virtual(run, deadline=None)
+            # No virtual deadline: the run ends when its jobs do, or at Ctrl-C. The warning
+            # that cpu jobs take no virtual time is for notebooks and programs; here --help
+            # says so, and a Python warning in the middle of the report would be noise.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", InvisibleCpuWarning)
+                pipe, report = run_virtual(run, deadline=None)
         else:
             pipe, report = asyncio.run(run)
         wall = time.perf_counter() - started
@@ -1333,6 +1342,181 @@ def run_command(options: RunOptions, interrupts: _Interrupts) -> int:
     return code
 
 
+# -- the worker command: `jobq worker` (distributed mode, issue 12) -----------------------
+# A separate command with its own options and exit codes; it shares the signal handling
+# (_Interrupts), the status lines (_say) and the table (format_table) with `jobq run`.
+
+EXIT_BROKER = 6
+
+WORKER_EXIT_CODES = """\
+exit codes:
+  0  stopped by SIGINT/SIGTERM: drained, and gave back what it could not finish in time
+     (another worker takes it over)
+  2  bad command-line usage, or an --import module that cannot be imported
+  4  internal error: a bug in jobq
+  6  the Redis server could not be reached, refused the password, or was gone longer than
+     --reconnect-timeout (what this worker held is taken over by others)
+"""
+
+
+def _positive_seconds(text: str) -> float:
+    return _number(text, "a finite number of seconds > 0", lambda v: math.isfinite(v) and v > 0)
+
+
+def _add_worker_parser(commands: Any) -> argparse.ArgumentParser:
+    raw = argparse.RawDescriptionHelpFormatter
+    worker: argparse.ArgumentParser = commands.add_parser(
+        "worker",
+        help="run jobs from a Redis queue, on any machine that reaches the server, until "
+             "SIGINT/SIGTERM",
+        description="Run jobs from a Redis queue (jobq's distributed mode): at most --workers\n"
+                    "at once, from a consumer group shared with every other worker of the\n"
+                    "queue. Producers submit with jobq.RedisPipeline(URL, NAME).\n"
+                    "\n"
+                    "  python -m jobq worker --redis redis://HOST:6379/0 --queue emails \\\n"
+                    "      --workers 8 --import app.jobs\n"
+                    "\n"
+                    "Ctrl-C or SIGTERM stops reading, lets running jobs finish for\n"
+                    "--drain-timeout seconds and gives back the rest; a second one gives\n"
+                    "back at once. Delivery is at least once: make your jobs idempotent.",
+        epilog=WORKER_EXIT_CODES,
+        formatter_class=raw,
+    )
+    worker.add_argument("--redis", metavar="URL", default=None,
+                        help="redis://[:PASSWORD@]HOST:PORT/DB (default: $JOBQ_REDIS_URL - the "
+                             "better place for a password: a command line is visible to every "
+                             "local user)")
+    worker.add_argument("--queue", metavar="NAME", required=True,
+                        help="the queue's name (the producer's RedisPipeline(URL, NAME))")
+    worker.add_argument("--workers", type=_integer(1), default=4, metavar="N",
+                        help="jobs running at once in this process (default: %(default)s)")
+    worker.add_argument("--import", dest="imports", action="append", default=[],
+                        metavar="MODULE",
+                        help="a module whose functions Call / Blocking jobs may name; "
+                             "repeat for more. Only these: a job naming any other function "
+                             "is dead-lettered")
+    worker.add_argument("--executor", choices=("process", "thread", "inline"),
+                        default="process",
+                        help="where CpuBound and Blocking jobs run (default: %(default)s)")
+    worker.add_argument("--visibility-timeout", type=_positive_seconds, default=30.0,
+                        metavar="S",
+                        help="a job held this long without a heartbeat (its worker died) is "
+                             "taken over by another worker (default: %(default)s)")
+    worker.add_argument("--drain-timeout", type=_seconds, default=10.0, metavar="S",
+                        help="after SIGINT/SIGTERM: seconds to let running jobs finish before "
+                             "they are given back (default: %(default)s)")
+    worker.add_argument("--retries", type=_integer(0), default=3, metavar="N",
+                        help="retries after a failed attempt before the job is dead-lettered "
+                             "(default: %(default)s)")
+    worker.add_argument("--base-delay", type=_seconds, default=0.1, metavar="S",
+                        help="backoff before the first retry; it doubles for each next one "
+                             "(default: %(default)s)")
+    worker.add_argument("--max-deliveries", type=_integer(1), default=5, metavar="N",
+                        help="a job delivered more often than this (its workers kept dying) "
+                             "is dead-lettered without running again (default: %(default)s)")
+    worker.add_argument("--reconnect-timeout", type=_positive_seconds, default=30.0,
+                        metavar="S",
+                        help="how long to keep reconnecting to a lost server before exiting "
+                             "(default: %(default)s)")
+    worker.add_argument("--events", action=argparse.BooleanOptionalAction, default=True,
+                        help="write events for the merged trace (jobq.merged_trace); "
+                             "--no-events saves a little time per job (default: on)")
+    worker.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help="a status line on stderr every few seconds (default: only when "
+                             "stderr is a terminal)")
+    return worker
+
+
+def worker_command(args: argparse.Namespace, interrupts: _Interrupts) -> int:
+    """`jobq worker`: returns the exit code (see WORKER_EXIT_CODES)."""
+    from jobq.broker import BrokerError, redact_url
+    from jobq.redis_worker import RedisWorker, WorkerReport
+
+    worker_parser = _worker_parser()
+    url = args.redis or os.environ.get("JOBQ_REDIS_URL")
+    if not url:
+        worker_parser.error("argument --redis: required (or set JOBQ_REDIS_URL)")
+    _look_in_first(os.getcwd())  # --import finds modules of the current directory first
+    for module in args.imports:
+        try:
+            _import(module)
+        except _TargetError as exc:
+            worker_parser.error(f"argument --import {module!r}: {exc}")
+    progress = _is_terminal(sys.stderr) if args.progress is None else args.progress
+    try:
+        worker = RedisWorker(
+            url, args.queue, workers=args.workers, imports=args.imports,
+            visibility_timeout=args.visibility_timeout, drain_timeout=args.drain_timeout,
+            retry=RetryPolicy(max_retries=args.retries, base_delay=args.base_delay),
+            max_deliveries=args.max_deliveries, executor=args.executor,
+            reconnect_timeout=args.reconnect_timeout, events=args.events)
+    except (InvalidConfigError, ValueError) as exc:
+        worker_parser.error(str(exc))
+
+    async def work() -> WorkerReport:
+        stopping = interrupts.attach(args.drain_timeout, progress=False)
+        try:
+            imports = ", ".join(args.imports) or "none"
+            _say(f"started: worker {worker.name} on queue {args.queue!r} at "
+                 f"{redact_url(url)}, {args.workers} slots, {args.executor} executor, "
+                 f"imports: {imports}")
+            interrupts.act()  # a signal during start-up: stop as soon as we run
+            running = asyncio.create_task(worker.run())
+
+            async def follow_signals() -> None:
+                await stopping.wait()
+                worker.stop()  # the first signal: drain
+                # A second signal cuts. _Interrupts.act() runs on this loop and has no hook
+                # for a worker (it cancels a Pipeline's token): look ten times a second.
+                while interrupts.acted < 2:  # noqa: ASYNC110
+                    await asyncio.sleep(0.1)
+                worker.cut()
+
+            async def show_progress() -> None:
+                while progress:
+                    await asyncio.sleep(5)
+                    numbers = worker.statistics()
+                    _say(", ".join(f"{name} {count}" for name, count in numbers.items()))
+
+            helpers = [asyncio.create_task(follow_signals()), asyncio.create_task(
+                show_progress())]
+            try:
+                return await running
+            finally:
+                for helper in helpers:
+                    helper.cancel()
+                await asyncio.gather(*helpers, return_exceptions=True)
+        finally:
+            interrupts.detach()
+
+    try:
+        report = asyncio.run(work())
+    except BrokerError as exc:
+        _say(f"{exc} (exit {EXIT_BROKER})")
+        return EXIT_BROKER
+    except Exception:
+        _to_stderr(traceback.format_exc())
+        _say(f"internal error: the worker crashed (exit {EXIT_INTERNAL})")
+        return EXIT_INTERNAL
+    rows = [(name, str(count)) for name, count in report.rows()]
+    rows.append(("drained before the deadline", "yes" if report.drained else "no"))
+    _print_summary(format_table([
+        ("worker", [("process", report.process), ("slots", str(report.slots)),
+                    ("queue", args.queue)]),
+        ("its jobs", rows),
+    ]))
+    given = f"; gave back {report.given_back} job(s)" if report.given_back else ""
+    _say(f"worker stopped{given} (exit {EXIT_OK})")
+    return EXIT_OK
+
+
+def _worker_parser() -> argparse.ArgumentParser:
+    """The `worker` subparser, to report usage errors below its own usage line."""
+    parser = argparse.ArgumentParser(prog="jobq", add_help=False)
+    commands = parser.add_subparsers()
+    return _add_worker_parser(commands)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The `jobq` command. Returns the exit code; bad usage exits with 2 (argparse).
 
@@ -1350,8 +1534,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         parser, run = _parsers()
         args = parser.parse_args(argv)
-        _complete(run, args)  # exits with code 2, like any other usage error
-        code = run_command(RunOptions.from_args(args), interrupts)
+        if args.command == "worker":
+            code = worker_command(args, interrupts)
+        else:
+            _complete(run, args)  # exits with code 2, like any other usage error
+            code = run_command(RunOptions.from_args(args), interrupts)
     finally:
         if argv is not None:
             interrupts.release()

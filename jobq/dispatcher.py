@@ -60,15 +60,15 @@ class Dispatcher:
         self._free_slots.append(slot)
         self._permits.release()
 
-    def next_for(self, slot: int) -> Job | None:
-        """The next queued job for the busy worker in `slot`, whose job just ended, or None
-        (nothing queued, or we are cancelled: then the worker frees its slot). Taken off the
-        queue in the step that returns it, like step 2 - the worker owns it at once."""
+    def next_for(self, slot: int, now: float) -> Job | None:
+        """The next queued job for the busy worker in `slot`, whose job ended at loop time
+        `now` (this very step), or None (nothing queued, or we are cancelled: then the
+        worker frees its slot). Taken off the queue in the step that returns it, like step 2
+        - the worker owns it at once."""
         if self.token.cancelled:
             return None
         job = self._queue.get_nowait()
         if job is not None:
-            now = asyncio.get_running_loop().time()
             self._trace.emit(now, EventKind.DISPATCHED, job.id, worker=slot,
                              value=len(self._queue))
         return job

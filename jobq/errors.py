@@ -23,6 +23,9 @@
     ├── UnguardedMainError       a process pool started by a script's unguarded top-level code
     ├── AccountingError          a job was lost or reported twice: a bug in jobq, never expected
     └── VirtualDeadlineExceeded  a virtual-time run did not finish before its deadline
+
+    InvisibleCpuWarning          (a UserWarning, not an error) CpuBound jobs on the virtual
+                                 clock without a cost model: they take no virtual time
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ __all__ = [
     "InjectedFailure",
     "InvalidConfigError",
     "InvalidJobError",
+    "InvisibleCpuWarning",
     "JobCancelledError",
     "JobDeadLetteredError",
     "JobFailedError",
@@ -174,3 +178,7 @@ class AccountingError(JobqError, AssertionError):
 class VirtualDeadlineExceeded(JobqError, TimeoutError):
     """A run on the virtual clock passed its virtual deadline (an endless simulation ends)."""
 
+
+class InvisibleCpuWarning(UserWarning):
+    """CpuBound jobs run on the virtual clock without `cpu_cost`: real CPU work takes no
+    virtual time, so in plots and metrics those jobs last 0 s. Warned once per pipeline."""

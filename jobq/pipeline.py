@@ -33,6 +33,7 @@ import asyncio
 import dataclasses
 import enum
 import math
+import warnings
 import weakref
 from collections.abc import AsyncIterable, Iterable
 from concurrent.futures import Executor
@@ -49,6 +50,7 @@ from jobq.dispatcher import Dispatcher
 from jobq.errors import (
     DuplicateJobError,
     InvalidJobError,
+    InvisibleCpuWarning,
     JobqError,
     PipelineClosedError,
     ReportNotReadyError,
@@ -259,6 +261,7 @@ class Pipeline:
         self._failures = failures or FailurePlan()
         self._seed = None if failures is None else failures.seed  # for the trace's header
         self._cpu_cost = cpu_cost
+        self._cpu_warned = False  # InvisibleCpuWarning given (see _warn_if_cpu_is_invisible)
         # The token tree: root -> dispatcher -> each worker (see jobq.cancel).
         self.token = CancellationToken("root")
         self._dispatcher_token = self.token.child("dispatcher")
@@ -369,7 +372,9 @@ class Pipeline:
     def _admit(self, job: Job | JobType, timeout: float | None) -> Job:
         """Refuse what cannot be accepted, before anything is changed; return the Job to
         queue (a bare job type gets the next free id)."""
-        if isinstance(job, _JOB_TYPES):
+        if type(job) is Job and timeout is None:
+            pass  # the usual case, checked first: a Job, as it is
+        elif isinstance(job, _JOB_TYPES):
             job = Job(self._free_id(), b"", job, timeout)
         elif not isinstance(job, Job):
             raise InvalidJobError(
@@ -380,13 +385,30 @@ class Pipeline:
         if self._queue.closed or self._state in (PipelineState.DRAINING, PipelineState.STOPPED):
             state = "stopping" if self._state is PipelineState.CREATED else self._state.value
             raise PipelineClosedError(f"the pipeline is {state}; job {job.id} was not accepted")
-        if job.id in self._ids:
-            raise DuplicateJobError(f"Job.id {job.id} was already submitted to this pipeline")
         if isinstance(job.job_type, Blocking) and self._offload.uses_processes():
             check_importable(job.job_type.fn, what="Blocking.fn")
-        self._start()
-        self._ids.add(job.id)  # reserved now, so a concurrent duplicate is refused too
+        if not self._cpu_warned and self._cpu_cost is None and isinstance(job.job_type,
+                                                                           CpuBound):
+            self._warn_if_cpu_is_invisible()
+        # Reserved now, so a concurrent duplicate is refused too (one lookup: add_new says
+        # whether the id was free).
+        if not self._ids.add_new(job.id):
+            raise DuplicateJobError(f"Job.id {job.id} was already submitted to this pipeline")
+        if self._state is PipelineState.CREATED:
+            self._start()
         return job
+
+    def _warn_if_cpu_is_invisible(self) -> None:
+        # Real CPU work on the virtual clock runs *between* two virtual instants: the clock
+        # does not move while the loop is busy, so such a job lasts 0 s in every plot and
+        # metric - a learner sees an empty timeline and no error. Said once per pipeline.
+        self._cpu_warned = True
+        if is_virtual():
+            warnings.warn(
+                "CpuBound jobs on the virtual clock take no virtual time (the clock stands "
+                "still while CPU work runs), so plots and metrics show them as 0 s long; "
+                "pass Pipeline(cpu_cost=<virtual seconds per iteration>) to model their time",
+                InvisibleCpuWarning, stacklevel=4)
 
     def _free_id(self) -> int:
         while self._next_id in self._ids:
@@ -424,10 +446,9 @@ class Pipeline:
         """
         job = self._admit(job, timeout)
         queue = self._queue
-        if not queue.full():
-            # The fast path: there is room, so the job is accepted now, in this step - no
+        if queue.offer(job):
+            # The fast path: there was room, so the job is accepted now, in this step - no
             # coroutine to wait in, no future (a future is made only when the queue is full).
-            queue.put_nowait(job)  # cannot fail: _admit checked that the queue is open
             return self._accepted(job)
         # The queue is full: wait for room (this wait *is* backpressure), in the trace.
         self.trace.emit(asyncio.get_running_loop().time(), EventKind.PRODUCER_BLOCKED, job.id)

@@ -8,6 +8,7 @@ Every function answers one question, and says so in its title:
     plot_retry_timeline      How did retries play out?
     plot_cpu_offload         Does CPU work starve the event loop?
     plot_dashboard           How did the run go?  (four panels and the key numbers)
+    plot_littles_law         Does Little's law hold?  (jobs in the system, and λ·W)
 
 Each takes the data plus `ax=None` and returns the Axes it drew on (a new figure of a fixed
 size when `ax` is None), so a notebook can put several in one figure. One colour means one
@@ -65,6 +66,7 @@ __all__ = [
     "plot_concurrency_trace",
     "plot_cpu_offload",
     "plot_dashboard",
+    "plot_littles_law",
     "plot_retry_timeline",
     "plot_shutdown_timeline",
 ]
@@ -113,6 +115,12 @@ _FINAL_STATUS = {
     EventKind.CANCELLED: "cancelled",
 }
 _STATUS_MARKERS = {"succeeded": "o", "dead-lettered": "X", "cancelled": "s"}
+# The shutdown timeline tells the three cancel reasons apart by shape (all in the cancelled
+# colour): cut mid-attempt, cut in a backoff pause, or never left the queue.
+_CANCEL_MARKERS = {"interrupted": "s", "awaiting-retry": "D", "never-started": "v"}
+_CANCEL_LABELS = {"interrupted": "job cancelled: interrupted",
+                  "awaiting-retry": "job cancelled: awaiting retry",
+                  "never-started": "job cancelled: never started"}
 # Attempts that failed are hatched, whatever their colour: the bar's colour says the job's
 # kind (or the outcome), the stripes say "this attempt failed" - so retries stand out.
 _FAILED_OUTCOMES = frozenset({"failed", "dead-lettered"})
@@ -393,8 +401,10 @@ def plot_shutdown_timeline(
     """What did shutdown do? Attempts per worker, shutdown phases, and how every job ended.
 
     Dotted lines mark the phases (stop accepting, drain, cancel, ...). A marker sits where
-    each job ended, in the colour of its final status; jobs that ended without a worker
-    (cancelled while still queued or waiting for a retry) sit on the "queue" row.
+    each job ended, in the colour of its final status; a cancelled job's marker has the shape
+    of its reason (■ interrupted, ◆ awaiting retry, ▼ never started). The thin line after a
+    failed attempt is the backoff pause - up to the retry, or to the cut. Jobs that ended
+    without a worker (cancelled while still queued) sit on the "queue" row.
     """
     ax = _new_axes(ax)
     events = _timeline(trace, virtual)
@@ -406,21 +416,32 @@ def plot_shutdown_timeline(
     queue_row = len(workers)
     labels = [f"worker {w}" for w in workers] + ["queue"]
     _draw_spans(ax, spans, row, "worker", STATUS_COLOURS, "outcome")
+    # Backoff pauses: the worker keeps its slot while the job waits for its retry - and a
+    # job cut in the pause has a line up to its ◆.
+    gaps = _backoff_gaps(spans, events)
+    if gaps:
+        ax.hlines([row[a.worker] for a, _ in gaps], [a.end for a, _ in gaps],
+                  [end for _, end in gaps], color=BACKOFF_COLOUR, linewidth=1.2, zorder=1)
 
     # Final statuses: many jobs can end at one instant on one row (a cancelled queue);
-    # draw one marker per place and status, with a count beside it.
+    # draw one marker per place and status (for a cancelled job: per reason), with a count.
     ends: dict[tuple[float, int, str], int] = {}
     for e in events:
         if e.kind in FINAL_KINDS:
             where = row[e.worker] if e.worker is not None else queue_row
-            key = (e.t, where, _FINAL_STATUS[e.kind])
+            ending = _FINAL_STATUS[e.kind]
+            if e.kind is EventKind.CANCELLED and e.info in _CANCEL_MARKERS:
+                ending = e.info  # the reason; a reason we do not know stays "cancelled"
+            key = (e.t, where, ending)
             ends[key] = ends.get(key, 0) + 1
-    for status, marker in _STATUS_MARKERS.items():
-        points = [(t, y, n) for (t, y, s), n in ends.items() if s == status]
+    markers = {**_STATUS_MARKERS, **_CANCEL_MARKERS}
+    for ending, marker in markers.items():
+        points = [(t, y, n) for (t, y, s), n in ends.items() if s == ending]
         if not points:
             continue
+        colour = STATUS_COLOURS.get(ending, STATUS_COLOURS["cancelled"])
         ax.scatter([p[0] for p in points], [p[1] for p in points], marker=marker, s=55,
-                   color=STATUS_COLOURS[status], edgecolors="black", linewidths=0.6, zorder=3)
+                   color=colour, edgecolors="black", linewidths=0.6, zorder=3)
         for t, y, n in points:
             if n > 1:
                 ax.annotate(f"×{n}", (t, y), xytext=(6, 5), textcoords="offset points",
@@ -449,10 +470,15 @@ def plot_shutdown_timeline(
     ax.set_title("What did shutdown do?")
     outcomes = [k for k in STATUS_COLOURS if any(s.outcome == k for s in spans)]
     handles: list[Patch | Line2D] = [_outcome_patch(k, f"attempt {k}") for k in outcomes]
+    if gaps:
+        handles.append(Line2D([], [], color=BACKOFF_COLOUR, linewidth=1.2,
+                              label="backoff pause"))
+    labels_of = {**{s: f"job {s}" for s in _STATUS_MARKERS}, **_CANCEL_LABELS}
     handles += [
-        Line2D([], [], linestyle="", marker=_STATUS_MARKERS[s], markersize=7,
-               markerfacecolor=STATUS_COLOURS[s], markeredgecolor="black", label=f"job {s}")
-        for s in _STATUS_MARKERS if any(k[2] == s for k in ends)
+        Line2D([], [], linestyle="", marker=markers[s], markersize=7,
+               markerfacecolor=STATUS_COLOURS.get(s, STATUS_COLOURS["cancelled"]),
+               markeredgecolor="black", label=labels_of[s])
+        for s in markers if any(k[2] == s for k in ends)
     ]
     if phases:
         handles.append(Line2D([], [], color="black", linestyle=":", label="shutdown phase"))
@@ -675,3 +701,65 @@ def plot_dashboard(
     ax_numbers.set_title("What are the key numbers?")
     fig.suptitle("How did the run go?", fontsize=14)
     return fig
+
+
+def plot_littles_law(
+    trace: Trace | Iterable[Event],
+    metrics: Metrics | None = None,
+    *,
+    ax: Axes | None = None,
+    virtual: bool | None = None,
+) -> Axes:
+    """Does Little's law hold? Jobs in the system over time, their mean, and λ·W beside it.
+
+    The step line is L(t): jobs enqueued and not ended yet. The solid horizontal line is its
+    time-weighted mean over the measured window (first ENQUEUED to the last job event, as
+    `Metrics.elapsed`): `metrics.in_system_mean`, Little's L. The dashed line is λ·W,
+    throughput x mean latency. For a run seen from empty to empty the two lines are one: the
+    area under L(t) is the sum of every job's time in the system, so
+    area / elapsed = (jobs / elapsed) x (sum / jobs). A gap means jobs were still in the
+    system at an edge of the window (a snapshot taken mid-run). `metrics`: the same run's
+    (None: computed from the trace).
+    """
+    ax = _new_axes(ax)
+    events = _timeline(trace, virtual)
+    if metrics is None:
+        from jobq.metrics import metrics_from_trace  # (here: the imports above stay as they are)
+
+        metrics = metrics_from_trace(events, workers=1)  # the slots do not change L or λ·W
+    # L(t) as the metrics count it: +1 at a job's ENQUEUED, -1 at its final event.
+    in_system: set[int] = set()
+    times: list[float] = []
+    levels: list[int] = []
+    for e in events:
+        if e.job is None:
+            continue
+        if e.kind is EventKind.ENQUEUED and e.job not in in_system:
+            in_system.add(e.job)
+        elif e.kind in FINAL_KINDS and e.job in in_system:
+            in_system.discard(e.job)
+        else:
+            continue
+        times.append(e.t)
+        levels.append(len(in_system))
+    ax.set_title("Does Little's law hold? (L = λ·W)")
+    ax.set_xlabel(_time_label(events.virtual))
+    ax.set_ylabel("jobs in the system")
+    if metrics.jobs == 0 or not times:
+        _empty(ax, "no job ended")
+        return ax
+    start, end = times[0], times[0] + metrics.elapsed  # the window the means are taken over
+    mean_l, lam_w = metrics.littles_law()
+    ax.step(times, levels, where="post", color=QUEUE_COLOUR, linewidth=0.8,
+            label="L(t): jobs in the system")
+    # Drawn wide and pale, then λ·W dashed on top: where they agree, one line shows through
+    # the other; a gap between them would be visible.
+    ax.hlines(mean_l, start, end, color="#DDAA33", linewidth=5, alpha=0.8,
+              label=f"time average of L(t) = {sig3(mean_l)} jobs")
+    ax.hlines(lam_w, start, end, color="black", linestyles="--", linewidth=1.5,
+              label=(f"λ·W = {sig3(metrics.throughput)} jobs/s × "
+                     f"{sig3(metrics.latency.mean)} s = {sig3(lam_w)} jobs"))
+    ax.set_ylim(bottom=0)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize="small")
+    return ax

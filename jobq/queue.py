@@ -81,6 +81,19 @@ class JobQueue:
         self._items.append(job)
         _wake_one(self._getters)
 
+    def offer(self, job: Job) -> bool:
+        """Add `job` if there is room now and return True; False if the queue is full (the
+        job is not added). The producer's fast path: one check, no exception when full.
+        Raises PipelineClosedError if the queue is closed."""
+        if self._closed:
+            raise PipelineClosedError(f"the queue is closed; job {job.id} was not accepted")
+        if len(self._items) >= self.capacity or (self._held is not None and self._held()):
+            return False
+        self._items.append(job)
+        if self._getters:
+            _wake_one(self._getters)
+        return True
+
     async def put(self, job: Job) -> bool:
         """Add `job`, waiting while the queue is full. Returns True if it had to wait.
 

@@ -86,7 +86,7 @@ class Worker:
         token: CancellationToken,
         services: WorkerServices,
         on_free: Callable[[int], None],
-        next_for: Callable[[int], Job | None] = lambda slot: None,
+        next_for: Callable[[int, float], Job | None] = lambda slot, now: None,
     ) -> None:
         self.slot = slot
         self.token = token
@@ -153,8 +153,9 @@ class Worker:
                 self.job = None
                 self._s.deliver(result)
                 # Keep the slot while jobs wait: take the next one now, in this same step -
-                # no await between taking it and owning it (see Dispatcher.next_for).
-                following = self._next_for(self.slot)
+                # no await between taking it and owning it (see Dispatcher.next_for). It is
+                # still the instant the last job ended: its time is the hand-over's time.
+                following = self._next_for(self.slot, result.finished_at)
                 if following is None:
                     self._on_free(self.slot)  # nothing queued: back to the dispatcher
                 else:
@@ -217,8 +218,8 @@ class Worker:
         assert job is not None
         loop = asyncio.get_running_loop()
         submitted_at = s.ledger.open[job.id]
-        before = s.earlier_attempts.pop(job.id, 0)
-        last = before + s.retry.max_attempts
+        before = s.earlier_attempts.pop(job.id, 0) if s.earlier_attempts else 0
+        last = before + s.retry.max_retries + 1
         for number in range(before + 1, last + 1):
             # Between stages: a cancelled worker starts nothing new.
             if self.token.cancelled:
@@ -318,7 +319,9 @@ class Worker:
         else:
             assert isinstance(kind, AsyncIo)
             value = await s.http().fetch(kind.url)
-        if s.failures.fails(job.id, number):
+        plan = s.failures
+        # (Most runs have no failure plan: two attribute reads instead of a call per job.)
+        if (plan.fail_first or plan.fail_rate) and plan.fails(job.id, number):
             raise InjectedFailure(f"the failure plan fails attempt {number} of job {job.id}")
         return value
 

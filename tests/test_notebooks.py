@@ -29,6 +29,7 @@ CHAPTERS = [
     "06-retries-and-dead-letters.ipynb",
     "07-metrics.ipynb",
     "08-your-own-work.ipynb",
+    "09-beyond-one-machine.ipynb",
 ]
 EXPECTED = [INDEX, *CHAPTERS]
 

@@ -15,6 +15,7 @@ import pytest
 from matplotlib.axes import Axes
 from matplotlib.collections import LineCollection, PathCollection, PolyCollection
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
 from jobq.metrics import metrics_from_trace
@@ -180,12 +181,68 @@ def test_shutdown_timeline_marks_phases_and_final_statuses() -> None:
     assert "×2" in texts(ax)  # two jobs cancelled from the queue at the same instant
     assert len(bars(ax)) == 3  # job 1, job 2 attempt 1, job 2 attempt 2
     markers = [c for c in ax.collections if isinstance(c, PathCollection)]
-    # One succeeded marker; cancelled at two places (the queue's two jobs share one).
-    assert [len(np.asarray(c.get_offsets())) for c in markers] == [1, 2]
+    # One succeeded marker; one per cancel reason (the queue's two jobs share one, "×2").
+    assert [len(np.asarray(c.get_offsets())) for c in markers] == [1, 1, 1]
     assert legend_texts(ax) == [
-        "attempt succeeded", "attempt failed", "attempt cancelled",
-        "job succeeded", "job cancelled", "shutdown phase",
+        "attempt succeeded", "attempt failed", "attempt cancelled", "backoff pause",
+        "job succeeded", "job cancelled: interrupted", "job cancelled: never started",
+        "shutdown phase",
     ]
+
+
+def _marker_at(ax: Axes, t: float, row: int) -> str:
+    """The marker shape drawn at (t, row) - found by comparing the scatter's path with each
+    of matplotlib's marker paths."""
+    from matplotlib.markers import MarkerStyle
+
+    for c in ax.collections:
+        if isinstance(c, PathCollection) and [t, row] in np.asarray(c.get_offsets()).tolist():
+            drawn = c.get_paths()[0].vertices
+            for shape in ("o", "X", "s", "D", "v"):
+                style = MarkerStyle(shape)
+                path = style.get_path().transformed(style.get_transform())
+                if path.vertices.shape == drawn.shape and np.allclose(path.vertices, drawn):
+                    return shape
+    raise AssertionError(f"no marker at ({t}, {row})")
+
+
+def test_shutdown_timeline_gives_each_cancel_reason_its_own_marker_and_draws_the_backoff() -> None:
+    # Worker 0: job 1 fails at 1, waits for a 5 s backoff, is cut at the deadline (3): awaiting
+    # retry. Worker 1: job 2 runs from 0 and is cut at 3: interrupted. Job 3 never started.
+    trace = Trace()
+    e = trace.emit
+    for job in (1, 2, 3):
+        e(0.0, K.ENQUEUED, job, info="delay", value=job)
+    e(0.0, K.STARTED, 1, worker=0, attempt=1)
+    e(0.0, K.STARTED, 2, worker=1, attempt=1)
+    e(1.0, K.ATTEMPT_FAILED, 1, worker=0, attempt=1, info="boom")
+    e(1.0, K.RETRY_SCHEDULED, 1, worker=0, attempt=2, value=5.0)
+    e(2.0, K.PHASE, info="closing")
+    e(3.0, K.PHASE, info="deadline")
+    e(3.0, K.CANCELLED, 1, worker=0, attempt=1, info="awaiting-retry")
+    e(3.0, K.CANCELLED, 2, worker=1, attempt=1, info="interrupted")
+    e(3.0, K.CANCELLED, 3, info="never-started", value=0)
+    ax = plot_shutdown_timeline(trace)
+    assert ytick_labels(ax) == ["worker 0", "worker 1", "queue"]
+    assert (_marker_at(ax, 3.0, 0), _marker_at(ax, 3.0, 1), _marker_at(ax, 3.0, 2)) == (
+        "D", "s", "v")
+    # Every cancel marker in the cancelled colour; the shape, not the colour, tells the reason.
+    grey = matplotlib.colors.to_rgba(STATUS_COLOURS["cancelled"])
+    for c in ax.collections:
+        if isinstance(c, PathCollection):
+            assert tuple(c.get_facecolor()[0]) == grey
+    # The backoff pause: from the failed attempt's end to the cut, on the worker's row.
+    (pause,) = [c for c in ax.collections if isinstance(c, LineCollection)]
+    assert [seg.tolist() for seg in pause.get_segments()] == [[[1.0, 0.0], [3.0, 0.0]]]
+    assert legend_texts(ax) == [
+        "attempt failed", "attempt cancelled", "backoff pause",
+        "job cancelled: interrupted", "job cancelled: awaiting retry",
+        "job cancelled: never started", "shutdown phase",
+    ]
+    legend = ax.get_legend()
+    assert legend is not None
+    assert [h.get_marker() for h in legend.legend_handles if isinstance(h, Line2D)
+            and h.get_linestyle() == "None"] == ["s", "D", "v"]
 
 
 def test_retry_timeline_has_a_row_per_retried_job() -> None:
