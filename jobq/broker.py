@@ -43,9 +43,10 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
+from jobq import validation as check
 from jobq.errors import InvalidConfigError, JobqError
 from jobq.http import redact
 
@@ -63,7 +64,6 @@ __all__ = [
     "redact_url",
 ]
 
-T = TypeVar("T")
 _log = logging.getLogger("jobq.broker")
 
 GROUP = "workers"  # the one consumer group of a queue's jobs stream
@@ -235,6 +235,19 @@ def _password(url: str) -> str | None:
     return None if password is None else unquote(password)
 
 
+def check_target(owner: str, url: object, queue: object, connect_timeout: object,
+                 reconnect_timeout: object) -> QueueKeys:
+    """Refuse a bad URL, queue name or timeout when the producer or worker is built - not
+    later, at its first connection, far from the line that made the mistake. Returns the
+    queue's keys."""
+    if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
+        raise InvalidConfigError(f"Redis URL must start with redis://, rediss:// or "
+                                 f"unix://, got {redact(str(url))!r}")
+    check.seconds(f"{owner}.connect_timeout", connect_timeout, positive=True)
+    check.seconds(f"{owner}.reconnect_timeout", reconnect_timeout)
+    return QueueKeys(queue)  # type: ignore[arg-type]  # (it checks the name itself)
+
+
 class Broker:
     """One queue on one Redis server: its keys, a connection pool, the scripts.
 
@@ -245,10 +258,7 @@ class Broker:
 
     def __init__(self, url: str, queue: str, *, connect_timeout: float = 5.0,
                  reconnect_timeout: float = 30.0) -> None:
-        if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
-            raise InvalidConfigError(f"Redis URL must start with redis://, rediss:// or "
-                                     f"unix://, got {redact(str(url))!r}")
-        self.keys = QueueKeys(queue)
+        self.keys = check_target("Broker", url, queue, connect_timeout, reconnect_timeout)
         self.shown_url = redact_url(url)
         self.reconnect_timeout = reconnect_timeout
         self._secret = _password(url)
@@ -314,7 +324,11 @@ class Broker:
                 "running, and is the URL right?")
         return exc
 
-    async def call(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
+    # Typed with Any, not the operation's own types: stream reads come back as Redis sent
+    # them (see _as_sent), whatever redis-py's annotations say - and those differ between
+    # redis-py 5 (what arq allows; a command there is "Awaitable[X] | X") and 8 (what a
+    # plain install gets). `operation()` is always awaitable on the asyncio client.
+    async def call(self, what: str, operation: Callable[[], Any]) -> Any:
         """`await operation()`, again and again through a lost connection, with backoff
         (50 ms, doubling, at most 1 s) for up to `reconnect_timeout` seconds; then
         BrokerUnavailableError. A refused password is not retried.
@@ -350,7 +364,7 @@ class Broker:
     async def stats(self) -> dict[str, int]:
         """The queue's counters (see the module docstring)."""
         raw: dict[bytes, bytes] = await self.call(
-            "reading stats", lambda: self.redis.hgetall(self.keys.stats))  # type: ignore[arg-type,return-value]
+            "reading stats", lambda: self.redis.hgetall(self.keys.stats))
         return {k.decode(): int(v) for k, v in raw.items()}
 
     async def aclose(self) -> None:

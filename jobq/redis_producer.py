@@ -47,7 +47,7 @@ from typing import Any, TypeVar, overload
 
 from jobq import validation as check
 from jobq.accounting import IdSet
-from jobq.broker import RAN, Broker, run_script
+from jobq.broker import RAN, Broker, check_target, run_script
 from jobq.errors import (
     DuplicateJobError,
     InvalidJobError,
@@ -170,6 +170,9 @@ class RedisPipeline:
         check.count("RedisPipeline.batch", batch)
         check.seconds("RedisPipeline.drain_timeout", drain_timeout, allow_none=True)
         check.count("RedisPipeline.max_entry_bytes", max_entry_bytes)
+        check.flag("RedisPipeline.keep_results", keep_results)
+        check.flag("RedisPipeline.events", events)
+        check_target("RedisPipeline", url, queue, connect_timeout, reconnect_timeout)
         self.capacity = capacity
         self.drain_timeout = drain_timeout
         self._url = url

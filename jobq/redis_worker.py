@@ -55,8 +55,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jobq import validation as check
-from jobq.broker import GROUP, RAN, Broker, run_script
-from jobq.errors import InvalidJobError, JobTimeoutError
+from jobq.broker import GROUP, RAN, Broker, check_target, run_script
+from jobq.errors import InvalidConfigError, InvalidJobError, JobTimeoutError
 from jobq.http import HttpClient, HttpLimits
 from jobq.jobs import (
     AsyncIo,
@@ -197,6 +197,15 @@ class RedisWorker:
         check.seconds("RedisWorker.drain_timeout", drain_timeout)
         check.count("RedisWorker.max_deliveries", max_deliveries)
         check.count("RedisWorker.max_entry_bytes", max_entry_bytes)
+        check.flag("RedisWorker.events", events)
+        check.instance("RedisWorker.retry", retry, RetryPolicy, allow_none=True)
+        check.instance("RedisWorker.http", http, HttpLimits, allow_none=True)
+        check.instance("RedisWorker.name", name, str, allow_none=True)
+        # A string is a sequence too - of one-letter module names: say so instead.
+        if isinstance(imports, str) or not all(isinstance(m, str) for m in imports):
+            raise InvalidConfigError(
+                f"RedisWorker.imports must be a list of module names, got {imports!r}")
+        check_target("RedisWorker", url, queue, connect_timeout, reconnect_timeout)
         self._url = url
         self._queue = queue
         self.workers = workers

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -273,3 +274,56 @@ def test_the_merged_trace_is_one_pool_of_every_process_s_slots() -> None:
     assert closed[0].info is not None and "redelivered" in closed[0].info
     assert_each_job_ended_once(trace, accepted=[1, 2])
     assert peak_concurrency(trace) == 2
+
+
+# -- every setting of the producer and the worker is checked when it is built ---------------
+
+_URL = "redis://:s3cret@127.0.0.1:1/0"
+
+
+@pytest.mark.parametrize(("options", "named"), [
+    ({"queue": ""}, "queue name"),
+    ({"queue": "a{b}"}, "queue name"),  # braces would break the hash tag
+    ({"queue": 3}, "queue name"),
+    ({"url": "http://x"}, "Redis URL"),
+    ({"url": 5}, "Redis URL"),
+    ({"connect_timeout": True}, "connect_timeout"),
+    ({"connect_timeout": 0}, "connect_timeout"),
+    ({"reconnect_timeout": -1}, "reconnect_timeout"),
+    ({"capacity": "10"}, "capacity"),
+    ({"keep_results": "no"}, "keep_results"),
+    ({"events": 1}, "events"),
+])
+def test_a_bad_producer_setting_is_refused_by_name_at_once(options: dict[str, Any],
+                                                          named: str) -> None:
+    from jobq.redis_producer import RedisPipeline
+
+    _assert_refused(RedisPipeline, options, named)
+
+
+def _assert_refused(build: Callable[..., object], options: dict[str, Any], named: str) -> None:
+    """Building with `options` (over a good URL with a password and queue "q") raises
+    InvalidConfigError naming the setting - and never showing the password."""
+    args = {"url": _URL, "queue": "q"} | options
+    url, queue = args.pop("url"), args.pop("queue")
+    with pytest.raises(jobq.InvalidConfigError, match=named) as refused:
+        build(url, queue, **args)
+    assert "s3cret" not in str(refused.value)
+
+
+@pytest.mark.parametrize(("options", "named"), [
+    ({"queue": "has space"}, "queue name"),
+    ({"imports": "mymodule"}, "imports"),  # a string, not a list: 'm', 'y', ...
+    ({"imports": [3]}, "imports"),
+    ({"workers": "4"}, "workers"),
+    ({"visibility_timeout": 0}, "visibility_timeout"),
+    ({"retry": 3}, "retry"),
+    ({"name": 7}, "name"),
+    ({"events": "yes"}, "events"),
+    ({"reconnect_timeout": math.nan}, "reconnect_timeout"),
+])
+def test_a_bad_worker_setting_is_refused_by_name_at_once(options: dict[str, Any],
+                                                        named: str) -> None:
+    from jobq.redis_worker import RedisWorker
+
+    _assert_refused(RedisWorker, options, named)
