@@ -267,9 +267,12 @@ class Broker:
         # at most a second or two, far less than this.
         client, rx = _redis_py()
         self._rx = rx  # redis-py's exceptions, for translate() and call()
+        # protocol=2 (RESP2), named, not left to the client's default: the stream reads
+        # below take replies as Redis sends them, and RESP3 (the default of newer redis-py)
+        # sends XREAD/XREADGROUP as a map instead of a list of [stream, entries] pairs.
         self.redis: aioredis.Redis = client.Redis.from_url(
             url, socket_connect_timeout=connect_timeout, socket_timeout=10.0,
-            decode_responses=False)
+            decode_responses=False, protocol=2)
         self._connect_timeout = connect_timeout
         # Stream reads come back as Redis sends them - [[stream, [[id, [field, value, ...]],
         # ...]]] - not as redis-py's dict per entry: a worker and a producer read every job
