@@ -162,8 +162,14 @@ class ShutdownReport:
         ]
 
     def __str__(self) -> str:
-        width = max(len(name) for name, _ in self.rows())
-        return "\n".join(f"{name:<{width}}  {count:>8}" for name, count in self.rows())
+        return format_rows(self.rows())
+
+
+def format_rows(rows: list[tuple[str, int]]) -> str:
+    """A report's rows as a two-column table, labels left and counts right - how every
+    report prints (this one, and the Redis producer's and worker's)."""
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {count:>8}" for name, count in rows)
 
 
 class Pipeline:

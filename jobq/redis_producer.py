@@ -66,6 +66,7 @@ from jobq.jobs import (
     JobType,
     ResultStatus,
 )
+from jobq.pipeline import format_rows
 from jobq.retry import DeadLetter, DeadLetterQueue
 from jobq.trace import Event, EventKind, Trace, TraceHeader
 from jobq.wire import MAX_ENTRY_BYTES, WireError, decode_result, encode_job
@@ -123,8 +124,7 @@ class RedisShutdownReport:
         ]
 
     def __str__(self) -> str:
-        width = max(len(name) for name, _ in self.rows())
-        return "\n".join(f"{name:<{width}}  {count:>8}" for name, count in self.rows())
+        return format_rows(self.rows())
 
 
 @dataclass(eq=False, slots=True)

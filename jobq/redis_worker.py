@@ -69,6 +69,7 @@ from jobq.jobs import (
     ResultStatus,
 )
 from jobq.offload import CpuOffload, ExecutorKind
+from jobq.pipeline import format_rows
 from jobq.retry import Attempt, RetryPolicy
 from jobq.trace import EventKind
 from jobq.wire import (
@@ -119,8 +120,7 @@ class WorkerReport:
         ]
 
     def __str__(self) -> str:
-        width = max(len(name) for name, _ in self.rows())
-        return "\n".join(f"{name:<{width}}  {count:>8}" for name, count in self.rows())
+        return format_rows(self.rows())
 
 
 @dataclass(eq=False)

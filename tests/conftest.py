@@ -12,6 +12,8 @@ from types import ModuleType
 
 import pytest
 
+from jobq.testing import redis_server_path
+
 # Plots are drawn off-screen in tests; set before matplotlib is imported anywhere.
 os.environ.setdefault("MPLBACKEND", "Agg")
 
@@ -38,3 +40,15 @@ def need() -> Callable[[str, str], ModuleType]:
         pytest.skip(message)
 
     return need
+
+
+@pytest.fixture(scope="session")
+def redis_server_installed() -> str:
+    """The redis-server executable; missing, the test skips with the install command - or,
+    when CI is set, fails (CI installs it: .ci/run)."""
+    try:
+        return redis_server_path()
+    except FileNotFoundError as missing:  # its message names the install command
+        if IN_CI:
+            pytest.fail(f"{missing} (CI must install it: see .ci/run)", pytrace=False)
+        pytest.skip(str(missing))

@@ -1,15 +1,20 @@
-"""Small helpers the tests share: a trace written by hand, and watching processes (is it
-gone? what did a test leave running?). Building jobs and reading a trace's accounting and
-concurrency is the public test kit's job: `jobq.testing`."""
+"""Small helpers the tests share: a trace written by hand, watching processes (is it
+gone? what did a test leave running?), and which notebooks cannot run here. Building jobs
+and reading a trace's accounting and concurrency is the public test kit's job: `jobq.testing`."""
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from pathlib import Path
 
 from jobq import Trace
 from jobq.testing import delayed_jobs  # noqa: F401 - for the modules that import it from here
 from jobq.trace import EventKind
+
+from .conftest import IN_CI
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
 
 def emit_two_workers(trace: Trace, *, job3_fails: bool = False) -> None:
@@ -93,3 +98,23 @@ def session_processes(session: int) -> list[int]:
         if int(fields[3]) == session and fields[0] != "Z":  # field 6 of stat: session id
             pids.append(int(entry.name))
     return pids
+
+
+def missing_program(name: str) -> str | None:
+    """Why notebook `name` cannot run here - a program it needs is not installed - or None.
+
+    notebooks/conftest.py says which notebooks need what, and nbval skips them the same way
+    (with the install command); in CI nothing is skipped: .ci/run installs every program.
+    """
+    if IN_CI or not (NOTEBOOKS / "conftest.py").exists():
+        return None
+    spec = importlib.util.spec_from_file_location("notebooks_conftest",
+                                                  NOTEBOOKS / "conftest.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    missing = getattr(module, "_redis_missing", None)
+    if missing is not None and name.startswith(tuple(getattr(module, "NEEDS_REDIS", ()))):
+        reason = missing()
+        return None if reason is None else str(reason)
+    return None

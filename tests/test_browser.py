@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-import importlib.util
 import json
 import os
 import shutil
@@ -51,6 +50,7 @@ import nbformat
 import pytest
 
 from .conftest import IN_CI
+from .helpers import missing_program
 
 pytestmark = pytest.mark.browser
 
@@ -196,26 +196,6 @@ def jupyterlab(tmp_path_factory: pytest.TempPathFactory,
         print(f"\nbrowser test: {len(SERIES)} notebooks in {time.monotonic() - started:.0f} s")
 
 
-def _missing_program(name: str) -> str | None:
-    """Why notebook `name` cannot run here - a program it needs is not installed - or None.
-
-    notebooks/conftest.py says which notebooks need what, and nbval skips them the same way
-    (with the install command); in CI nothing is skipped: .ci/run installs every program.
-    """
-    if IN_CI or not (NOTEBOOKS / "conftest.py").exists():
-        return None
-    spec = importlib.util.spec_from_file_location("notebooks_conftest",
-                                                  NOTEBOOKS / "conftest.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    missing = getattr(module, "_redis_missing", None)
-    if missing is not None and name.startswith(tuple(getattr(module, "NEEDS_REDIS", ()))):
-        reason = missing()
-        return None if reason is None else str(reason)
-    return None
-
-
 def _session(base: str, name: str) -> dict[str, Any] | None:
     """The server's session for notebook `name` (its kernel's state included), if any."""
     try:
@@ -344,7 +324,7 @@ def lab_runs(jupyterlab: str) -> dict[str, dict[str, Any]]:
         todo: asyncio.Queue[str] = asyncio.Queue()
         runs: dict[str, dict[str, Any]] = {}
         for path in SERIES:
-            missing = _missing_program(path.name)
+            missing = missing_program(path.name)
             if missing is None:
                 todo.put_nowait(path.name)
             else:

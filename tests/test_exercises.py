@@ -39,8 +39,8 @@ import pytest
 from IPython.core.inputtransformer2 import TransformerManager
 from nbclient import NotebookClient
 
-from .conftest import IN_CI
 from .exercise_answers import MECHANISMS, WRONG_ANSWERS, WrongAnswer
+from .helpers import missing_program
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
@@ -60,26 +60,6 @@ def _load_tool() -> ModuleType:
 
 tool = _load_tool()
 SERIES: list[Path] = tool.series(NOTEBOOKS)
-
-
-def missing_program(name: str) -> str | None:
-    """Why notebook `name` cannot run here - a program it needs is not installed - or None.
-
-    notebooks/conftest.py says which notebooks need what, and nbval skips them the same way
-    (with the install command); in CI nothing is skipped: .ci/run installs every program.
-    """
-    if IN_CI or not (NOTEBOOKS / "conftest.py").exists():
-        return None
-    spec = importlib.util.spec_from_file_location("notebooks_conftest",
-                                                  NOTEBOOKS / "conftest.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    missing = getattr(module, "_redis_missing", None)
-    if missing is not None and name.startswith(tuple(getattr(module, "NEEDS_REDIS", ()))):
-        reason = missing()
-        return None if reason is None else str(reason)
-    return None
 
 
 def read(path: Path) -> nbformat.NotebookNode:

@@ -27,29 +27,15 @@ from jobq.testing import (
     RedisServer,
     assert_each_job_ended_once,
     peak_concurrency,
-    redis_server_path,
 )
 from jobq.wire import EntryTooLargeError
 
 from . import redis_workfns as fns
 from . import workfns
-from .conftest import IN_CI
 
 ROOT = Path(__file__).resolve().parent.parent
 FNS = "tests.redis_workfns"
 
-
-@pytest.fixture(scope="module")
-def redis_server_installed() -> str:
-    """The redis-server executable; missing, the drills skip with the install command - or,
-    when CI is set, fail (CI installs it: .ci/run)."""
-    try:
-        return redis_server_path()
-    except FileNotFoundError:
-        message = "redis-server is not installed: apt-get install -y redis-server"
-        if IN_CI:
-            pytest.fail(f"{message} (CI must install it: see .ci/run)", pytrace=False)
-        pytest.skip(message)
 
 
 @pytest.fixture(scope="module")

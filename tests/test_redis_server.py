@@ -21,22 +21,8 @@ import jobq.testing
 from jobq.errors import InvalidConfigError
 from jobq.testing import RedisServer, redis_server_path
 
-from .conftest import IN_CI
-
 ROOT = Path(__file__).resolve().parent.parent
 
-
-@pytest.fixture
-def redis_server_installed() -> str:
-    """The redis-server executable; missing, the test skips with the install command - or,
-    when CI is set, fails (CI installs it: .ci/run)."""
-    try:
-        return redis_server_path()
-    except FileNotFoundError:
-        message = "redis-server is not installed: apt-get install -y redis-server"
-        if IN_CI:
-            pytest.fail(f"{message} (CI must install it: see .ci/run)", pytrace=False)
-        pytest.skip(message)
 
 
 @pytest.fixture
