@@ -69,17 +69,13 @@ class JobQueue:
 
     def put_nowait(self, job: Job) -> None:
         """Add `job` or raise QueueFullError / PipelineClosedError. Never waits."""
-        if self._closed:
-            raise PipelineClosedError(f"the queue is closed; job {job.id} was not accepted")
-        if self.full():
+        if not self.offer(job):  # (offer raises PipelineClosedError itself)
             why = (f"the queue holds {self.capacity} jobs (its capacity)"
                    if len(self._items) >= self.capacity
                    else "a results stream is full (its reader is behind)")
             raise QueueFullError(
                 f"{why}; job {job.id} was not accepted - await submit() to wait for space"
             )
-        self._items.append(job)
-        _wake_one(self._getters)
 
     def offer(self, job: Job) -> bool:
         """Add `job` if there is room now and return True; False if the queue is full (the
@@ -87,7 +83,7 @@ class JobQueue:
         Raises PipelineClosedError if the queue is closed."""
         if self._closed:
             raise PipelineClosedError(f"the queue is closed; job {job.id} was not accepted")
-        if len(self._items) >= self.capacity or (self._held is not None and self._held()):
+        if self.full():
             return False
         self._items.append(job)
         if self._getters:
