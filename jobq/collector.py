@@ -14,21 +14,35 @@ books are still written in one order, the order in which jobs ended.
 For each result it: closes the job's entry in the `Ledger` (a second result for the same job
 raises AccountingError - never a silent double count), keeps the result if asked (a big run
 keeps none: memory must not grow with the job count), advances the progress bar, hands the
-result on (handles, result streams), and wakes anyone waiting in `wait_drained()` once no
-accepted job is still open.
+result to the job's handle and to result streams, and wakes anyone waiting in
+`wait_drained()` once no accepted job is still open.
+
+The usual ending - a job that succeeded at its first attempt - comes without a `JobResult`
+(`succeeded()`): most jobs' results are never looked at one by one, so the object is built
+only for a handle someone still holds or a result stream. When the trace keeps a row for
+every job (see jobq.trace), the kept result of such a job is just its value: `results`
+rebuilds the `JobResult` from the row when asked.
 """
 
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections import deque
-from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from jobq.accounting import Ledger
-from jobq.jobs import JobResult
+from jobq.jobs import JobResult, ResultStatus
 from jobq.progress import Progress
+from jobq.retry import DeadLetterQueue
+from jobq.trace import JobRecord, JobRows
+
+if TYPE_CHECKING:
+    from jobq.handles import JobHandle, ResultStream
 
 __all__ = ["Collector"]
+
+_SUCCEEDED = ResultStatus.SUCCEEDED
 
 
 class Collector:
@@ -38,18 +52,50 @@ class Collector:
         progress: Progress,
         *,
         keep_results: bool | int = True,
-        on_result: Callable[[JobResult], None] | None = None,
+        handles: dict[int, weakref.ref[JobHandle[Any]]] | None = None,
+        streams: list[ResultStream] | None = None,
+        dead_letters: DeadLetterQueue | None = None,
+        rows: JobRows | None = None,
     ) -> None:
         self.ledger = ledger
         self.progress = progress
         self.keep_results = keep_results
+        # Handles, weakly (a handle nobody holds is collected), and the open result streams:
+        # the pipeline's own dict and list, which it changes in place.
+        self._handles = {} if handles is None else handles
+        self._streams = [] if streams is None else streams
+        self._letters = dead_letters
         # True: every result; False: none; N: the last N (a service's memory stays bounded,
-        # while handles and result streams still get every result through `on_result`).
+        # while handles and result streams still get every result).
         maxlen = None if keep_results is True else int(keep_results)
-        self.results: deque[JobResult] = deque(maxlen=maxlen)
+        self._results: deque[JobResult] = deque(maxlen=maxlen)
         self._keep = keep_results is not False
-        self._on_result = on_result
+        # Results as rows: `rows` is a trace's JobRows holding one row per job we deliver, in
+        # the order we deliver them. Then we keep per job only its value (its row has the
+        # rest), or the whole JobResult when its row is not a simple one.
+        self._rows = rows if keep_results is True else None
+        self._values: list[Any] = []
+        self._whole: dict[int, JobResult] = {}  # index in _values -> the result itself
         self._drained: list[asyncio.Future[None]] = []
+
+    @property
+    def results(self) -> list[JobResult]:
+        if self._rows is None:
+            return list(self._results)
+        rows, whole = self._rows, self._whole
+        times, ints, kinds, width = rows.times, rows.ints, rows.kinds, rows.INTS
+        out: list[JobResult] = []
+        for i, value in enumerate(self._values):
+            result = whole.get(i)
+            if result is None:  # a simple row: rebuild its JobResult
+                job, worker = ints[i * width], ints[i * width + 5]
+                t_enq, _, t_start, t_end = times[i * 4:i * 4 + 4]
+                result = JobResult(job, t_end - t_start, _SUCCEEDED,
+                                   kind=kinds[ints[i * width + width - 1]], attempts=1,
+                                   worker=worker, submitted_at=t_enq, started_at=t_start,
+                                   finished_at=t_end, value=value)
+            out.append(result)
+        return out
 
     def deliver(self, result: JobResult) -> None:
         """Workers and shutdown call this with each job's one final result. It records the
@@ -57,12 +103,65 @@ class Collector:
         ledger = self.ledger
         ledger.close(result.job_id, result.status, result.cancel_reason)
         if self._keep:
-            self.results.append(result)
+            if self._rows is not None:
+                self._whole[len(self._values)] = result
+                self._values.append(None)
+            else:
+                self._results.append(result)
         self.progress.update(1)
-        if self._on_result is not None:
-            self._on_result(result)  # handles and result streams (they never raise)
+        self._hand_on(result.job_id, result)
         if not ledger.open and self._drained:
             self._wake_drained()
+
+    def succeeded(self, rec: JobRecord, worker: int, started_at: float, finished_at: float,
+                  value: Any) -> None:
+        """deliver() for a job that succeeded at its first attempt, whose trace record has
+        just ended - without a JobResult, unless someone will read this one."""
+        job_id = rec.job
+        ledger = self.ledger
+        ledger.close(job_id, _SUCCEEDED, None)
+        result = None
+        if self._keep:
+            if self._rows is not None and rec.events is None:  # its row is a simple one
+                self._values.append(value)
+            else:
+                result = self._result(rec, worker, started_at, finished_at, value)
+                if self._rows is not None:
+                    self._whole[len(self._values)] = result
+                    self._values.append(None)
+                else:
+                    self._results.append(result)
+        self.progress.update(1)
+        ref = self._handles.get(job_id)
+        if self._streams or (ref is not None and ref() is not None):
+            if result is None:
+                result = self._result(rec, worker, started_at, finished_at, value)
+            self._hand_on(job_id, result)
+        elif ref is not None:
+            del self._handles[job_id]  # a handle nobody holds any more
+        if not ledger.open and self._drained:
+            self._wake_drained()
+
+    @staticmethod
+    def _result(rec: JobRecord, worker: int, started_at: float, finished_at: float,
+                value: Any) -> JobResult:
+        return JobResult(rec.job, finished_at - started_at, _SUCCEEDED, kind=rec.kind,
+                         attempts=1, worker=worker, submitted_at=rec.t_enq,
+                         started_at=started_at, finished_at=finished_at, value=value)
+
+    def _hand_on(self, job_id: int, result: JobResult) -> None:
+        """The result to its handle, if someone still holds it, and to every stream."""
+        ref = self._handles.pop(job_id, None)
+        handle = None if ref is None else ref()
+        if handle is not None:
+            letter = None
+            letters = self._letters
+            if (result.status is ResultStatus.DEAD_LETTERED and letters is not None
+                    and job_id in letters):
+                letter = letters.get(job_id)
+            handle._resolve(result, letter)
+        for stream in self._streams:
+            stream._put(result)
 
     async def wait_drained(self) -> None:
         """Wait until every job accepted so far has its final result recorded."""

@@ -36,7 +36,7 @@ from collections import deque
 from jobq.cancel import CancellationToken
 from jobq.jobs import Job
 from jobq.queue import JobQueue
-from jobq.trace import EventKind, Trace
+from jobq.trace import Trace
 from jobq.worker import Worker
 
 __all__ = ["Dispatcher"]
@@ -69,8 +69,7 @@ class Dispatcher:
             return None
         job = self._queue.get_nowait()
         if job is not None:
-            self._trace.emit(now, EventKind.DISPATCHED, job.id, worker=slot,
-                             value=len(self._queue))
+            self._trace.dispatched(self._trace.open[job.id], now, slot, len(self._queue))
         return job
 
     @property
@@ -94,9 +93,14 @@ class Dispatcher:
                 # is its permit). The job goes back to the head of the queue, still accounted.
                 self._queue.put_back(job)
                 continue
-            self._trace.emit(loop.time(), EventKind.DISPATCHED, job.id, worker=slot,
-                             value=len(self._queue))
+            self._trace.dispatched(self._trace.open[job.id], loop.time(), slot,
+                                   len(self._queue))
             self.workers[slot].assign(job)
+            if self._queue:
+                # Let the worker we just woke begin before we wake another: a worker takes
+                # the queued jobs itself while its job does not wait (next_for), so often
+                # one wake-up serves the whole queue instead of one per free worker.
+                await asyncio.sleep(0)
 
     def __repr__(self) -> str:
         return f"<Dispatcher busy={self.busy}/{len(self.workers)} {self.token!r}>"

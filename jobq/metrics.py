@@ -7,12 +7,15 @@ list of every job. `MetricsAggregator` is a *streaming* consumer: subscribe it t
     - per-job state for jobs that have not ended yet (enqueue time, first start), dropped at
       the job's final event - so memory follows the jobs *in the system*, not the jobs *seen*;
     - time-weighted integrals (area under "queue depth", "jobs in system", "busy workers")
-      instead of series;
+      instead of series - each is a sum of durations (the area under "jobs in the queue" is
+      the time every job spent in the queue), added when a job ends;
     - latencies exactly, up to 65,536 samples, then folded into a fixed log-bucket histogram
       (buckets 0.1% wide) whose size depends on the spread of the values, not their number.
 
-`snapshot(workers)` turns that state into an immutable `Metrics`. Because everything is
-computed from events, a trace saved as JSONL and loaded back gives equal `Metrics`:
+`snapshot(workers)` turns that state into an immutable `Metrics`. A Pipeline does not feed
+it events: it folds its ended jobs' rows (`fold_rows`, see jobq.trace), which does for a
+simple job exactly what feeding its four events does - the same sums, in the same order, so
+a trace saved as JSONL and loaded back gives equal `Metrics`:
 
     agg = MetricsAggregator()
     trace.subscribe(agg.feed)            # live, bounded memory
@@ -25,12 +28,14 @@ they need a kept trace and grow with it, which is fine for a picture of a small 
 
 from __future__ import annotations
 
+import collections
 import math
+import operator
 from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from jobq.trace import FINAL_KINDS, Event, EventKind, Trace
+from jobq.trace import FINAL_KINDS, Event, EventKind, JobRecord, JobRows, Trace
 from jobq.validation import count as require_count
 
 __all__ = [
@@ -129,6 +134,36 @@ class _Durations:
                 self._bucket(sample)
         self._bucket(x)
 
+    def extend(self, xs: list[float]) -> None:
+        """`add` for each of `xs`, in order - the same state, with the loop in C."""
+        if not xs:
+            return
+        if min(xs) < 0.0:
+            xs = [x if x > 0.0 else 0.0 for x in xs]
+        self._count += len(xs)
+        total = self._total
+        for x in xs:  # one by one, in order: the same float sum as add() gives
+            total += x
+        self._total = total
+        low, high = min(xs), max(xs)
+        if low < self._min:
+            self._min = low
+        if high > self._max:
+            self._max = high
+        exact = self._exact
+        if exact is not None:
+            room = EXACT_SAMPLES - len(exact)
+            if len(xs) <= room:
+                exact.extend(xs)
+                return
+            exact.extend(xs[:room])
+            xs = xs[room:]
+            self._exact = None
+            for sample in exact:
+                self._bucket(sample)
+        for x in xs:
+            self._bucket(x)
+
     def _bucket(self, x: float) -> None:
         if x <= 0.0:
             self._zeros += 1
@@ -170,34 +205,6 @@ class _Durations:
             return LatencySummary(0, 0.0, 0.0, 0.0, 0.0, 0.0)
         p50, p95, p99 = self.percentiles(50, 95, 99)
         return LatencySummary(self._count, self._total / self._count, p50, p95, p99, self._max)
-
-
-class _Area:
-    """The area under a step function of time (a level that changes at events).
-
-    The mean of the level over a time span is `area / span`: that is a *time-weighted*
-    mean - a queue that holds 10 jobs for 9 s and 0 jobs for 1 s has mean depth 9, whatever
-    the number of events. `until(t)` is the area up to time t (t not before the last change),
-    worked out when asked, so an event costs one multiplication, not one per area.
-    """
-
-    __slots__ = ("_since", "_total", "level")
-
-    def __init__(self) -> None:
-        self.level = 0.0
-        self._since: float | None = None  # time of the last change; None before the first
-        self._total = 0.0
-
-    def set(self, t: float, level: float) -> None:
-        if self._since is not None:
-            self._total += self.level * (t - self._since)
-        self._since = t
-        self.level = level
-
-    def until(self, t: float) -> float:
-        if self._since is None:
-            return 0.0
-        return self._total + self.level * (t - self._since)
 
 
 # -- the snapshot ----------------------------------------------------------------------
@@ -284,8 +291,10 @@ class _JobState:
 
     enqueued_at: float | None = None
     kind: str = "unknown"
+    left_queue: float | None = None  # DISPATCHED (or first STARTED): its time in the queue ends
     first_started: float | None = None
     attempt_started: float | None = None  # set while an attempt holds a worker slot
+    busy: float = 0.0  # worker-seconds of its attempts that have ended
 
 
 class MetricsAggregator:
@@ -297,7 +306,13 @@ class MetricsAggregator:
         agg.snapshot(workers=4)              # Metrics(...), any time, as often as you like
 
     Feed events in the order they happened (a Trace does). `pending_jobs` is how many jobs
-    it is holding state for: zero once every job has ended.
+    it is holding state for: zero once every job has ended. A Pipeline folds rows of ended
+    jobs instead (`fold_rows`): the same numbers without an Event per step.
+
+    The time-weighted means are sums of durations, added when a job ends: the area under
+    "jobs in the queue" is the sum of every job's time in the queue, "jobs in the system" of
+    every latency, "busy workers" of every attempt. A snapshot taken while jobs are still
+    open adds their durations so far.
     """
 
     def __init__(self) -> None:
@@ -309,9 +324,9 @@ class MetricsAggregator:
         self._by_kind: dict[str, int] = {}
         self._latency = _Durations()
         self._service = _Durations()
-        self._queue_depth = _Area()
-        self._in_system = _Area()
-        self._busy = _Area()
+        self._queue_area = 0.0  # sums of durations of ended jobs (see the class docstring)
+        self._in_system_area = 0.0
+        self._busy_area = 0.0
         self._queue_depth_max = 0
         self._blocked_seconds = 0.0
         self._blocked_count = 0
@@ -344,62 +359,143 @@ class MetricsAggregator:
             return
         if kind is EventKind.PHASE or event.job is None:
             return
-        self._last_t = t
+        if self._last_t is None or t > self._last_t:
+            self._last_t = t
 
         if event.value is not None and kind in (
             EventKind.ENQUEUED, EventKind.DISPATCHED, EventKind.CANCELLED
-        ):
-            self._queue_depth.set(t, event.value)
-            self._queue_depth_max = max(self._queue_depth_max, int(event.value))
+        ) and event.value > self._queue_depth_max:
+            self._queue_depth_max = int(event.value)
 
         job = self._jobs.get(event.job)
         if job is None:
             # A job we did not see enqueued (we subscribed late) is still counted at its end.
             job = self._jobs[event.job] = _JobState()
         if kind is EventKind.ENQUEUED:
-            if self._first_enqueued is None:
+            if self._first_enqueued is None or t < self._first_enqueued:
                 self._first_enqueued = t
             if job.enqueued_at is None:
                 job.enqueued_at, job.kind = t, event.info or "unknown"
-                self._in_system.set(t, self._in_system.level + 1)
             return
-        if kind is EventKind.STARTED:
+        if kind is EventKind.DISPATCHED:
+            if job.left_queue is None:
+                job.left_queue = t
+        elif kind is EventKind.STARTED:
             if job.first_started is None:
                 job.first_started = t
+            if job.left_queue is None:
+                job.left_queue = t
             job.attempt_started = t
-            self._busy.set(t, self._busy.level + 1)
         elif kind in _ATTEMPT_ENDS and job.attempt_started is not None:
             # The slot is free again. (A DEAD_LETTERED right after ATTEMPT_FAILED, or a job
             # cancelled while waiting out a backoff, holds no slot: nothing to release.)
+            job.busy += t - job.attempt_started
             job.attempt_started = None
-            self._busy.set(t, self._busy.level - 1)
 
         if kind in FINAL_KINDS:
             del self._jobs[event.job]  # the job is over: forget it (bounded memory)
             self._final(t, kind, job)
 
     def _final(self, t: float, kind: EventKind, job: _JobState) -> None:
+        # fold_rows does exactly this for a simple job: keep the two in step.
         self._counts[kind] += 1
         self._by_kind[job.kind] = self._by_kind.get(job.kind, 0) + 1
         if job.enqueued_at is not None:
-            self._latency.add(t - job.enqueued_at)
-            self._in_system.set(t, self._in_system.level - 1)
+            latency = t - job.enqueued_at
+            self._latency.add(latency)
+            self._in_system_area += latency
+            left = job.left_queue if job.left_queue is not None else t
+            self._queue_area += left - job.enqueued_at
         if job.first_started is not None:
             self._service.add(t - job.first_started)
+        self._busy_area += job.busy
 
-    def snapshot(self, workers: int) -> Metrics:
-        """The metrics so far, as an immutable value. `workers` is the number of slots."""
+    def fold_rows(self, rows: JobRows, start: int = 0) -> None:
+        """Take the ended jobs in `rows[start:]` into account, in order - what feeding their
+        events would do, with the per-job loop in C for the simple ones."""
+        ints, n, width = rows.ints, len(rows), rows.INTS
+        row = start
+        while row < n:
+            if ints[row * width + width - 1] < 0:  # a job with a complicated life: its events
+                for event in rows.complex[ints[row * width]]:
+                    self.feed(event)
+                row += 1
+                continue
+            end = row + 1  # a run of simple rows: [row, end)
+            while end < n and ints[end * width + width - 1] >= 0:
+                end += 1
+            self._fold_simple(rows, row, end)
+            row = end
+
+    def _fold_simple(self, rows: JobRows, start: int, end: int) -> None:
+        times, ints, width = rows.times, rows.ints, rows.INTS
+        enq = times[start * 4:end * 4:4]
+        disp = times[start * 4 + 1:end * 4:4]
+        began = times[start * 4 + 2:end * 4:4]
+        ended = times[start * 4 + 3:end * 4:4]
+        latency = list(map(operator.sub, ended, enq))
+        service = list(map(operator.sub, ended, began))
+        self._latency.extend(latency)
+        self._service.extend(service)
+        # One by one, in order: the same float sums as _final() makes, job after job.
+        in_system, queue, busy = self._in_system_area, self._queue_area, self._busy_area
+        for x in latency:
+            in_system += x
+        for x in map(operator.sub, disp, enq):
+            queue += x
+        for x in service:  # one attempt each: its busy time is its service time
+            busy += x
+        self._in_system_area, self._queue_area, self._busy_area = in_system, queue, busy
+        self._counts[EventKind.SUCCEEDED] += end - start
+        kinds = rows.kinds
+        for index, count in collections.Counter(
+                ints[start * width + width - 1:end * width:width]).items():
+            name = kinds[index]
+            self._by_kind[name] = self._by_kind.get(name, 0) + count
+        first, last = min(enq), max(ended)
+        if self._first_enqueued is None or first < self._first_enqueued:
+            self._first_enqueued = first
+        if self._last_t is None or last > self._last_t:
+            self._last_t = last
+        depth = max(max(ints[start * width + 2:end * width:width]),
+                    max(ints[start * width + 4:end * width:width]))
+        if depth > self._queue_depth_max:
+            self._queue_depth_max = depth
+
+    def snapshot(self, workers: int, open_jobs: Iterable[JobRecord] = ()) -> Metrics:
+        """The metrics so far, as an immutable value. `workers` is the number of slots;
+        `open_jobs`: records of jobs not ended yet that were never fed (a Pipeline's)."""
         require_count("snapshot(workers=...)", workers)
+        pending = list(self._jobs.values())
+        first, last = self._first_enqueued, self._last_t
+        depth_max, retries = self._queue_depth_max, self._retries
+        scratch = MetricsAggregator()  # the open records' events so far, fed aside
+        for record in open_jobs:
+            for event in record.to_events():
+                scratch.feed(event)
+        if scratch._last_t is not None:
+            pending.extend(scratch._jobs.values())
+            retries += scratch._retries
+            depth_max = max(depth_max, scratch._queue_depth_max)
+            last = scratch._last_t if last is None else max(last, scratch._last_t)
+            if scratch._first_enqueued is not None:
+                first = (scratch._first_enqueued if first is None
+                         else min(first, scratch._first_enqueued))
         jobs = sum(self._counts.values())
-        if self._first_enqueued is None or self._last_t is None:
-            elapsed = 0.0
-        else:
-            elapsed = max(0.0, self._last_t - self._first_enqueued)
+        elapsed = 0.0 if first is None or last is None else max(0.0, last - first)
+        queue, in_system, busy = self._queue_area, self._in_system_area, self._busy_area
+        if last is not None:
+            for job in pending:  # jobs still open: their durations so far
+                if job.enqueued_at is not None:
+                    left = job.left_queue if job.left_queue is not None else last
+                    queue += left - job.enqueued_at
+                    in_system += last - job.enqueued_at
+                busy += job.busy
+                if job.attempt_started is not None:
+                    busy += last - job.attempt_started
 
-        def per_second(area: _Area) -> float:
-            if self._last_t is None or elapsed <= 0:
-                return 0.0
-            return area.until(self._last_t) / elapsed
+        def per_second(area: float) -> float:
+            return area / elapsed if elapsed > 0 else 0.0
 
         return Metrics(
             jobs=jobs,
@@ -410,13 +506,13 @@ class MetricsAggregator:
             throughput=jobs / elapsed if elapsed > 0 else 0.0,
             latency=self._latency.summary(),
             service_time=self._service.summary(),
-            queue_depth_mean=per_second(self._queue_depth),
-            queue_depth_max=self._queue_depth_max,
-            in_system_mean=per_second(self._in_system),
-            utilisation=per_second(self._busy) / workers,
+            queue_depth_mean=per_second(queue),
+            queue_depth_max=depth_max,
+            in_system_mean=per_second(in_system),
+            utilisation=per_second(busy) / workers,
             producer_blocked_seconds=self._blocked_seconds,
             producer_blocked_count=self._blocked_count,
-            retries=self._retries,
+            retries=retries,
             by_kind=dict(sorted(self._by_kind.items())),
         )
 

@@ -243,16 +243,17 @@ class Pipeline:
         # the job ends, so it costs memory only while its job is queued or running.
         self._handles: dict[int, weakref.ref[JobHandle[Any]]] = {}
         self._next_id = 0  # where the search for a free id starts (ids are optional)
+        self._own_trace = not isinstance(trace, Trace)
         self.trace = trace if isinstance(trace, Trace) else Trace(keep=trace)
-        # Metrics are folded from the events. A trace that keeps its events has them all
-        # still at hand, so we fold them only when metrics() is asked (from where the last
-        # call stopped): a run nobody asks about pays nothing per event. A trace that keeps
-        # nothing (bounded memory) must be folded as it goes: the aggregator listens.
+        # Metrics are folded from the trace's rows of ended jobs (and its few other events).
+        # A trace that keeps them has them all still at hand, so we fold them only when
+        # metrics() is asked (from where the last call stopped): a run nobody asks about pays
+        # nothing per job. A trace that keeps nothing (bounded memory) keeps them for us
+        # until a batch is full; then we fold it and the trace drops it.
         self._metrics = MetricsAggregator()
-        self._fold_lazily = self.trace.keep
-        self._folded = 0  # events of a kept trace already fed to the aggregator
-        if not self._fold_lazily:
-            self.trace.subscribe(self._metrics.feed)
+        self._folded_rows = self._folded_extras = 0  # what metrics() has folded so far
+        if not self.trace.keep:
+            self.trace.fold_with(self._fold_batch)
         self.ledger = Ledger()
         self.dead_letters = DeadLetterQueue()
         self._ids = IdSet()  # every id ever accepted: duplicates are refused
@@ -316,13 +317,17 @@ class Pipeline:
         )
         self._collector = Collector(
             self.ledger, make_progress(self._progress_enabled, self._total),
-            keep_results=self._keep_results, on_result=self._job_ended,
+            keep_results=self._keep_results, handles=self._handles, streams=self._streams,
+            dead_letters=self.dead_letters,
+            # Our own kept trace has a row for each of our jobs, in the order they end: the
+            # collector keeps results as those rows (see jobq.collector).
+            rows=self.trace.rows if self._own_trace and self.trace.keep else None,
         )
         services = WorkerServices(
             trace=self.trace, ledger=self.ledger, retry=self._retry, failures=self._failures,
             offload=self._offload, http=self._http_client, cpu_cost=self._cpu_cost,
             dead_letters=self.dead_letters, deliver=self._collector.deliver,
-            earlier_attempts=self._earlier_attempts,
+            earlier_attempts=self._earlier_attempts, succeeded=self._collector.succeeded,
         )
         self._dispatcher = Dispatcher(self._queue, self._dispatcher_token, self.trace)
         for slot in range(self.workers):
@@ -425,7 +430,7 @@ class Pipeline:
         # Runs in the same step as the put: the dispatcher cannot see the job before this.
         now = asyncio.get_running_loop().time()
         self.ledger.accept(job.id, now)
-        self.trace.emit(now, EventKind.ENQUEUED, job.id, info=job.kind, value=len(self._queue))
+        self.trace.enqueued(now, job.id, job.kind, len(self._queue))
         handle: JobHandle[Any] = JobHandle(job.id, self._cancel_job)
         self._handles[job.id] = weakref.ref(handle)
         return handle
@@ -538,7 +543,7 @@ class Pipeline:
     @property
     def results(self) -> list[JobResult]:
         """The results kept (all, none, or the last N: see `keep_results`), in end order."""
-        return [] if self._collector is None else list(self._collector.results)
+        return [] if self._collector is None else self._collector.results
 
     def as_completed(self, *, maxsize: int | None = None) -> ResultStream:
         """Results as they complete, from now on, until the pipeline has stopped:
@@ -566,7 +571,8 @@ class Pipeline:
 
     def _end_streams(self) -> None:
         """Every result has been delivered: readers finish what they hold, then stop."""
-        streams, self._streams = self._streams, []
+        streams = list(self._streams)
+        self._streams.clear()  # in place: the collector holds this list
         for stream in streams:
             stream._end()
 
@@ -574,18 +580,6 @@ class Pipeline:
         if not self._streams:  # asked at every submit: the usual case first
             return False
         return any(stream.full for stream in self._streams)
-
-    def _job_ended(self, result: JobResult) -> None:
-        """Collector callback, once per job: hand the result to its handle and the streams."""
-        ref = self._handles.pop(result.job_id, None)
-        handle = None if ref is None else ref()
-        if handle is not None:
-            letter = None
-            if result.status is ResultStatus.DEAD_LETTERED and result.job_id in self.dead_letters:
-                letter = self.dead_letters.get(result.job_id)
-            handle._resolve(result, letter)
-        for stream in self._streams:
-            stream._put(result)
 
     def _handles_alive(self) -> int:
         """How many handles the pipeline still knows (for tests: it must not grow)."""
@@ -615,13 +609,25 @@ class Pipeline:
         )
 
     def metrics(self) -> Metrics:
-        """Throughput, latency percentiles, queue depth, utilisation - from the events."""
-        if self._fold_lazily:
-            events = self.trace.events
-            for event in events[self._folded:]:  # only what the last call has not seen
+        """Throughput, latency percentiles, queue depth, utilisation - from the trace."""
+        trace = self.trace
+        if trace.keep:  # only what the last call has not folded
+            self._metrics.fold_rows(trace.rows, self._folded_rows)
+            extras = trace.extras()
+            for event in extras[self._folded_extras:]:
                 self._metrics.feed(event)
-            self._folded = len(events)
-        return self._metrics.snapshot(self.workers)
+            self._folded_rows, self._folded_extras = len(trace.rows), len(extras)
+        else:
+            self._fold_batch()
+        return self._metrics.snapshot(self.workers, trace.open.values())
+
+    def _fold_batch(self) -> None:
+        """Bounded memory: fold what the trace kept for us into the metrics, and drop it."""
+        trace = self.trace
+        self._metrics.fold_rows(trace.rows)
+        for event in trace.extras():
+            self._metrics.feed(event)
+        trace.drop()
 
     async def wait_drained(self) -> None:
         """Wait until every job accepted so far has ended (more may be submitted later)."""
@@ -706,8 +712,8 @@ class Pipeline:
     def _never_started(self, job: Job, now: float, depth: int) -> None:
         """End a job taken out of the queue as CANCELLED(never-started)."""
         assert self._collector is not None
-        self.trace.emit(now, EventKind.CANCELLED, job.id,
-                        info=CancelReason.NEVER_STARTED.value, value=depth)
+        self.trace.job_event(self.trace.open[job.id], now, EventKind.CANCELLED,
+                             info=CancelReason.NEVER_STARTED.value, value=depth)
         self._collector.deliver(JobResult(
             job.id, 0.0, ResultStatus.CANCELLED, kind=job.kind,
             submitted_at=self.ledger.open[job.id], finished_at=now,

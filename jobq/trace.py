@@ -11,9 +11,17 @@ full disk), is the observer's problem, not the pipeline's: `emit` never raises. 
 listener is counted and logged once (logger "jobq.trace"); a failing sink is closed and its
 error kept; `problems()` lists both, and the pipeline's report carries them.
 
-Memory: a trace that keeps its events grows with the job count. For big runs pass
-`keep=False` (and optionally a `path` to stream events to a file as they happen): listeners,
-such as the streaming metrics, still see every event.
+Memory and speed: one record per job, not four objects. Most jobs live the simple life -
+ENQUEUED, DISPATCHED, STARTED, SUCCEEDED, one attempt - and for those the pipeline does not
+build `Event` objects at all: it fills in a `JobRecord` (a few fields) while the job is open
+and packs it into `JobRows` (flat arrays of numbers, ~120 bytes a job) when it ends. The
+events are rebuilt *on demand*, in exact sequence order, when someone reads `trace.events`
+(plots, JSONL, tests). A job whose life is not simple (a failed attempt, a retry, a cut, a
+dead letter) keeps its events as `Event` objects - the rare case may cost more. A trace
+with listeners or a file sink builds every event as it happens (they must see it at once).
+
+For big runs pass `keep=False` (and optionally a `path` to stream events to a file as they
+happen): nothing is kept, and the pipeline folds the records into its metrics in batches.
 
 The file describes itself: when a Pipeline starts it fills in the trace's `TraceHeader`
 (workers, capacity, executor, real or virtual clock, seed, jobq version, start time), and a
@@ -46,12 +54,13 @@ import datetime
 import enum
 import json
 import logging
+from array import array
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal
 
-__all__ = ["Event", "EventKind", "Trace", "TraceHeader"]
+__all__ = ["Event", "EventKind", "JobRecord", "JobRows", "Trace", "TraceHeader"]
 
 
 class EventKind(enum.Enum):
@@ -105,6 +114,121 @@ class Event:
     def _from_record(cls, record: dict[str, Any]) -> Event:
         record["kind"] = EventKind(record["kind"])
         return cls(**record)
+
+
+_ENQUEUED, _DISPATCHED = EventKind.ENQUEUED, EventKind.DISPATCHED
+_STARTED, _SUCCEEDED = EventKind.STARTED, EventKind.SUCCEEDED
+
+
+class JobRecord:
+    """One open job's events, as fields: what the simple life needs, and no more.
+
+    The simple life is ENQUEUED -> DISPATCHED -> STARTED -> SUCCEEDED, one attempt, on one
+    worker. While a job lives it, its events are these fields (a `seq_*` of -1: that event has
+    not happened yet). The moment it leaves that life - an attempt fails, it is cut, a listener
+    must see every event - `events` becomes the list of its `Event`s so far, and every later
+    event is appended there instead.
+    """
+
+    __slots__ = ("attempt", "depth_disp", "depth_enq", "events", "job", "kind", "seq_disp",
+                 "seq_enq", "seq_start", "t_disp", "t_enq", "t_start", "worker")
+
+    def __init__(self, job: int, kind: str, t_enq: float, seq_enq: int, depth_enq: int) -> None:
+        self.job = job
+        self.kind = kind
+        self.t_enq = t_enq
+        self.seq_enq = seq_enq
+        self.depth_enq = depth_enq
+        self.t_disp = self.t_start = 0.0
+        self.seq_disp = self.seq_start = -1
+        self.depth_disp = self.worker = self.attempt = 0
+        self.events: list[Event] | None = None
+
+    def to_events(self) -> list[Event]:
+        """This job's events so far (a new list of new Events for a simple one)."""
+        if self.events is not None:
+            return list(self.events)
+        job = self.job
+        out = [Event(self.seq_enq, self.t_enq, _ENQUEUED, job, info=self.kind,
+                     value=self.depth_enq)]
+        if self.seq_disp >= 0:
+            out.append(Event(self.seq_disp, self.t_disp, _DISPATCHED, job, self.worker,
+                             value=self.depth_disp))
+        if self.seq_start >= 0:
+            out.append(Event(self.seq_start, self.t_start, _STARTED, job, self.worker,
+                             self.attempt))
+        return out
+
+    def __repr__(self) -> str:
+        life = "simple" if self.events is None else f"{len(self.events)} events"
+        return f"<JobRecord job={self.job} {self.kind} {life}>"
+
+
+# A job id that fits an int64 array cell; bigger ids (uuid-like ints) take the Event path.
+_I64 = 2**63
+
+
+class JobRows:
+    """Ended jobs, one row each, in the order they ended - flat arrays, no objects per job.
+
+    A simple job's row is 4 times (enqueued, dispatched, started, ended) in `times` and 10
+    integers in `ints`: job, seq_enq, depth_enq, seq_disp, depth_disp, worker, seq_start,
+    attempt, seq_end, and the index of its kind in `kinds`. A job whose life was not simple
+    has kind index -1, and its `job` cell is the index of its event list in `complex`.
+    (8 bytes a number: ~112 bytes a job, where four Event objects took ~600.)
+    """
+
+    TIMES, INTS = 4, 10
+
+    __slots__ = ("_kind_index", "complex", "ints", "kinds", "times")
+
+    def __init__(self) -> None:
+        self.times = array("d")
+        self.ints = array("q")
+        self.complex: list[list[Event]] = []
+        self.kinds: list[str] = []
+        self._kind_index: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self.ints) // self.INTS
+
+    def add_simple(self, rec: JobRecord, t_end: float, seq_end: int) -> bool:
+        """Pack a simple job that just succeeded; False if it does not fit (a huge id)."""
+        job = rec.job
+        if not -_I64 <= job < _I64:
+            return False
+        kind = self._kind_index.get(rec.kind)
+        if kind is None:
+            kind = self._kind_index[rec.kind] = len(self.kinds)
+            self.kinds.append(rec.kind)
+        self.times.extend((rec.t_enq, rec.t_disp, rec.t_start, t_end))
+        self.ints.extend((job, rec.seq_enq, rec.depth_enq, rec.seq_disp, rec.depth_disp,
+                          rec.worker, rec.seq_start, rec.attempt, seq_end, kind))
+        return True
+
+    def add_complex(self, events: list[Event]) -> None:
+        self.times.extend((0.0, 0.0, 0.0, 0.0))
+        self.ints.extend((len(self.complex), 0, 0, 0, 0, 0, 0, 0, 0, -1))
+        self.complex.append(events)
+
+    def clear(self) -> None:
+        del self.times[:], self.ints[:]
+        self.complex.clear()
+
+    def events(self, row: int) -> list[Event]:
+        """The events of the job in `row`, rebuilt in their order."""
+        i = row * self.INTS
+        job, seq_enq, depth_enq, seq_disp, depth_disp, worker, seq_start, attempt, seq_end, \
+            kind = self.ints[i:i + self.INTS]
+        if kind < 0:
+            return self.complex[job]
+        t_enq, t_disp, t_start, t_end = self.times[row * 4:row * 4 + 4]
+        return [
+            Event(seq_enq, t_enq, _ENQUEUED, job, info=self.kinds[kind], value=depth_enq),
+            Event(seq_disp, t_disp, _DISPATCHED, job, worker, value=depth_disp),
+            Event(seq_start, t_start, _STARTED, job, worker, attempt),
+            Event(seq_end, t_end, _SUCCEEDED, job, worker, attempt),
+        ]
 
 
 # The header line of a trace file carries this key (the value is the format's version); an
@@ -168,7 +292,6 @@ class Trace:
 
     def __init__(self, *, keep: bool = True, path: str | Path | None = None) -> None:
         self.keep = keep
-        self.events: list[Event] = []
         self._listeners: list[Listener] = []
         self._seq = 0
         self._path = path
@@ -179,6 +302,38 @@ class Trace:
         self._listener_errors: dict[int, tuple[Listener, int, str]] = {}
         self._sink_error: str | None = None
         self.header: TraceHeader | None = None
+        # Where the events are (see the module docstring): open jobs' records, ended jobs'
+        # rows, and `_extras` - events of no job record (phases, producer waits, and whatever
+        # emit() was given). `events` puts them back together, in sequence order.
+        self.open: dict[int, JobRecord] = {}
+        self.rows = JobRows()
+        self._extras: list[Event] = []
+        self._cache: list[Event] | None = None
+        self._cache_seq = -1
+        # Who folds ended rows away in bounded memory (the pipeline's metrics), and when.
+        self._folder: Callable[[], None] | None = None
+        self._fold_every = 0
+        self._retain = keep  # keep rows and extras (until folded, if not `keep`)
+
+    def fold_with(self, folder: Callable[[], None], every: int = 4096) -> None:
+        """For a trace that keeps nothing: keep ended rows and extras until there are `every`
+        of them, then call `folder()` - which reads them (`rows`, `extras()`) and must call
+        `drop()`. This is how a bounded run still has exact metrics."""
+        self._folder, self._fold_every, self._retain = folder, every, True
+
+    def extras(self) -> list[Event]:
+        """Events that belong to no job record, in order (phases, producer waits, ...)."""
+        return self._extras
+
+    def drop(self) -> None:
+        """Forget the rows and extras kept so far (after folding them)."""
+        self.rows.clear()
+        self._extras.clear()
+
+    @property
+    def _eager(self) -> bool:
+        # Someone must see each event as it happens: build it then (the old, slower way).
+        return bool(self._listeners) or self._file is not None
 
     def describe(
         self,
@@ -221,8 +376,10 @@ class Trace:
         return self.header
 
     def subscribe(self, listener: Listener) -> None:
-        """Call `listener(event)` for every event from now on (metrics use this)."""
+        """Call `listener(event)` for every event from now on."""
         self._listeners.append(listener)
+        for rec in self.open.values():  # open jobs' next events must be built as they happen
+            self._complicate(rec)
 
     def emit(
         self,
@@ -235,23 +392,102 @@ class Trace:
         info: str | None = None,
         value: float | None = None,
     ) -> None:
-        """Record one event: `t` in loop seconds, then what happened and to which job; the
+        """Record one event that belongs to no job record - a phase, a producer's wait, or an
+        event of your own: `t` in loop seconds, then what happened and to which job; the
         other fields by name (which ones each kind carries: see the module docstring)."""
         event = Event(self._seq, t, kind, job, worker, attempt, info, value)
         self._seq += 1
-        if self.keep:
-            self.events.append(event)
+        if self._retain:
+            self._extras.append(event)
+            if self._folder is not None and len(self._extras) >= self._fold_every:
+                self._folder()
+        if self._file is not None or self._listeners:
+            self._publish(event)
+
+    # -- the job records: the pipeline's hot path ------------------------------------------
+    def enqueued(self, t: float, job: int, kind: str, depth: int) -> JobRecord:
+        """Job `job` was accepted at `t`; the queue holds `depth` jobs now. Its record."""
+        seq = self._seq
+        self._seq = seq + 1
+        rec = self.open[job] = JobRecord(job, kind, t, seq, depth)
+        if self._file is not None or self._listeners:
+            self._complicate(rec)
+            self._publish(rec.events[0])  # type: ignore[index]
+        return rec
+
+    def dispatched(self, rec: JobRecord, t: float, worker: int, depth: int) -> None:
+        seq = self._seq
+        self._seq = seq + 1
+        if rec.events is None and rec.seq_disp < 0:
+            rec.t_disp, rec.seq_disp, rec.worker, rec.depth_disp = t, seq, worker, depth
+        else:
+            self._add(rec, Event(seq, t, _DISPATCHED, rec.job, worker, value=depth))
+
+    def started(self, rec: JobRecord, t: float, worker: int, attempt: int) -> None:
+        seq = self._seq
+        self._seq = seq + 1
+        if rec.events is None and rec.seq_start < 0 and rec.seq_disp >= 0 and (
+                rec.worker == worker):
+            rec.t_start, rec.seq_start, rec.attempt = t, seq, attempt
+        else:
+            self._add(rec, Event(seq, t, _STARTED, rec.job, worker, attempt))
+
+    def succeeded(self, rec: JobRecord, t: float, worker: int, attempt: int) -> None:
+        """The job's final event, SUCCEEDED: its record becomes a row."""
+        seq = self._seq
+        self._seq = seq + 1
+        del self.open[rec.job]
+        simple = rec.events is None and rec.seq_start >= 0 and rec.worker == worker and (
+            rec.attempt == attempt)
+        if simple and (not self._retain or self.rows.add_simple(rec, t, seq)):
+            self._row_added()
+            return
+        self._add(rec, Event(seq, t, _SUCCEEDED, rec.job, worker, attempt))
+        self._ended(rec)
+
+    def job_event(self, rec: JobRecord, t: float, kind: EventKind, *,
+                  worker: int | None = None, attempt: int | None = None,
+                  info: str | None = None, value: float | None = None) -> None:
+        """Any other event of an accepted job: a failed attempt, a retry, a cut, a dead
+        letter. The job leaves the simple life; a final kind ends its record."""
+        seq = self._seq
+        self._seq = seq + 1
+        self._add(rec, Event(seq, t, kind, rec.job, worker, attempt, info, value))
+        if kind in FINAL_KINDS:
+            del self.open[rec.job]
+            self._ended(rec)
+
+    def _complicate(self, rec: JobRecord) -> None:
+        if rec.events is None:
+            rec.events = rec.to_events()
+
+    def _add(self, rec: JobRecord, event: Event) -> None:
+        self._complicate(rec)
+        rec.events.append(event)  # type: ignore[union-attr]
+        if self._file is not None or self._listeners:
+            self._publish(event)
+
+    def _ended(self, rec: JobRecord) -> None:
+        if self._retain:
+            assert rec.events is not None
+            self.rows.add_complex(rec.events)
+        self._row_added()
+
+    def _row_added(self) -> None:
+        if self._folder is not None and len(self.rows) >= self._fold_every:
+            self._folder()
+
+    def _publish(self, event: Event) -> None:
         if self._file is not None:
             try:
                 self._file.write(event.to_json() + "\n")
             except Exception as exc:  # a full disk must not stop the pipeline
                 self._sink_failed(exc)
-        if self._listeners:  # (most traces have none: no loop to set up per event)
-            for listener in self._listeners:
-                try:
-                    listener(event)
-                except BaseException as exc:  # the listener's problem, not the job's
-                    self._listener_failed(listener, exc)
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except BaseException as exc:  # the listener's problem, not the job's
+                self._listener_failed(listener, exc)
 
     def _listener_failed(self, listener: Listener, exc: BaseException) -> None:
         # A listener is user code called in the middle of a stage's bookkeeping: whatever it
@@ -292,6 +528,43 @@ class Trace:
                 self._file = file
                 self._sink_failed(exc)
 
+    @property
+    def events(self) -> list[Event]:
+        """Every event kept, in sequence order - rebuilt from the records when the trace has
+        changed since the last call (so read it once into a variable in a loop)."""
+        if not self.keep:
+            return []
+        if self._cache is not None and self._cache_seq == self._seq:
+            return self._cache
+        # A loaded trace, or emit() only, is kept as given; records are rebuilt.
+        events = self._rebuild() if len(self.rows) or self.open else list(self._extras)
+        self._cache, self._cache_seq = events, self._seq
+        return events
+
+    @events.setter
+    def events(self, events: list[Event]) -> None:
+        self.rows.clear()
+        self.open.clear()
+        self._extras = list(events)
+        self._cache = None
+
+    def _rebuild(self) -> list[Event]:
+        parts: list[Event] = list(self._extras)
+        rows = self.rows
+        for row in range(len(rows)):
+            parts.extend(rows.events(row))
+        for rec in self.open.values():
+            parts.extend(rec.to_events())
+        # Every event has its own seq, so each goes to its own place: no sort needed. (A
+        # trace that mixes loaded events with new ones may not number them 0..n-1: sort.)
+        slots: list[Event | None] = [None] * self._seq
+        for event in parts:
+            seq = event.seq
+            if not 0 <= seq < len(slots) or slots[seq] is not None:
+                return sorted(parts, key=lambda e: e.seq)
+            slots[seq] = event
+        return [e for e in slots if e is not None]
+
     def __len__(self) -> int:
         return len(self.events)
 
@@ -317,7 +590,7 @@ class Trace:
     def from_events(cls, events: Iterable[Event], header: TraceHeader | None = None) -> Trace:
         trace = cls()
         trace.events = list(events)
-        trace._seq = len(trace.events)
+        trace._seq = len(trace._extras)
         trace.header = header
         return trace
 

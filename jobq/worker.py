@@ -49,7 +49,7 @@ from jobq.jobs import (
 )
 from jobq.offload import CpuOffload
 from jobq.retry import Attempt, DeadLetter, DeadLetterQueue, FailurePlan, RetryPolicy
-from jobq.trace import EventKind, Trace
+from jobq.trace import EventKind, JobRecord, Trace
 from jobq.work import cpu_work
 
 __all__ = ["Worker", "WorkerServices"]
@@ -75,6 +75,9 @@ class WorkerServices:
     # Replayed dead letters go on counting attempts where they stopped (attempt 5, 6, ...),
     # so a trace and a FailurePlan tell a replay from a first run.
     earlier_attempts: dict[int, int]
+    # The usual ending, without a JobResult: (record, worker, started_at, finished_at, value)
+    # of a job that succeeded at its first attempt (see Collector.succeeded).
+    succeeded: Callable[[JobRecord, int, float, float, Any], None]
 
 
 class Worker:
@@ -91,6 +94,8 @@ class Worker:
         self.slot = slot
         self.token = token
         self._s = services
+        self._trace = services.trace
+        self._loop: asyncio.AbstractEventLoop | None = None  # set when run() begins
         self._on_free = on_free  # the slot is free: the dispatcher may hand us a job
         self._next_for = next_for  # the next queued job, for a worker that keeps its slot
         self._inbox: asyncio.Future[Job] | None = None
@@ -101,6 +106,7 @@ class Worker:
         # worker (not in _run_job's locals) so that the one place that handles a cut, in
         # run(), can report it whichever await the cancellation landed on.
         self.job: Job | None = None
+        self._rec: JobRecord | None = None  # its trace record (see jobq.trace)
         self._attempts: list[Attempt] = []
         self._first_start: float | None = None
         self._stage = CancelReason.NEVER_STARTED  # what a cut right now would be called
@@ -115,7 +121,7 @@ class Worker:
         self._inbox.set_result(job)
 
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         self._task = asyncio.current_task()
         if self.token.cancelled:
             return  # cancelled before we began: _cut would cancel our own task on the way out
@@ -131,8 +137,10 @@ class Worker:
                     if self.job is None:
                         self._take(await inbox)
                     # (A job taken while the token was being cancelled is reported by
-                    # _run_job as CANCELLED(never-started) without starting.)
-                    result = await self._run_job()
+                    # _run_job as CANCELLED(never-started) without starting.) It delivers
+                    # the job's one result itself, with no await after it, and says when
+                    # the job ended.
+                    ended_at = await self._run_job()
                 except asyncio.CancelledError:
                     # The ONE place that tells "we cut this job" from "someone cancelled us"
                     # (as asyncio.timeout's __aexit__ does for its own deadline). Either way
@@ -141,8 +149,7 @@ class Worker:
                         self._take(inbox.result())  # handed over in the step the cut came
                     ours = self._own_cancellation()
                     if self.job is not None:
-                        self._s.deliver(self._cut_result())
-                        self.job = None
+                        self._end(self._cut_result())
                         if ours:  # the slot is free (killed from outside, it is gone)
                             self._on_free(self.slot)
                     if not ours:
@@ -150,12 +157,10 @@ class Worker:
                     if self._shutting_down():
                         return  # our token: this worker takes no more jobs
                     continue  # only one job was cut (cut_job): take the next one
-                self.job = None
-                self._s.deliver(result)
                 # Keep the slot while jobs wait: take the next one now, in this same step -
                 # no await between taking it and owning it (see Dispatcher.next_for). It is
                 # still the instant the last job ended: its time is the hand-over's time.
-                following = self._next_for(self.slot, result.finished_at)
+                following = self._next_for(self.slot, ended_at)
                 if following is None:
                     self._on_free(self.slot)  # nothing queued: back to the dispatcher
                 else:
@@ -170,6 +175,7 @@ class Worker:
 
     def _take(self, job: Job) -> None:
         self.job = job
+        self._rec = self._trace.open[job.id]
         self._cut_asked = False
         self._attempts = []
         self._first_start = None
@@ -208,22 +214,28 @@ class Worker:
         self._cuts = 0
         return remaining == 0
 
-    async def _run_job(self) -> JobResult:
-        """Run the job in hand, attempt by attempt. Every exception that the job's own code
-        raises - BaseException included: SystemExit or KeyboardInterrupt from a work function
-        is its failure, not an order to stop the program - is a failed attempt. Only a
-        CancelledError goes up, to the cut handling in run()."""
+    def _end(self, result: JobResult) -> float:
+        """Deliver the job's one final result; the worker holds no job any more."""
+        self.job = None
+        self._s.deliver(result)
+        return result.finished_at
+
+    async def _run_job(self) -> float:
+        """Run the job in hand, attempt by attempt, deliver its result and return when it
+        ended. Every exception that the job's own code raises - BaseException included:
+        SystemExit or KeyboardInterrupt from a work function is its failure, not an order to
+        stop the program - is a failed attempt. Only a CancelledError goes up, to the cut
+        handling in run()."""
         s = self._s
-        job = self.job
-        assert job is not None
-        loop = asyncio.get_running_loop()
-        submitted_at = s.ledger.open[job.id]
+        job, rec, loop = self.job, self._rec, self._loop
+        assert job is not None and rec is not None and loop is not None
+        submitted_at = rec.t_enq
         before = s.earlier_attempts.pop(job.id, 0) if s.earlier_attempts else 0
         last = before + s.retry.max_retries + 1
         for number in range(before + 1, last + 1):
             # Between stages: a cancelled worker starts nothing new.
             if self.token.cancelled:
-                return self._cut_result()
+                return self._end(self._cut_result())
             # After a crash of the shared pool we cannot tell who killed it: every job that was
             # on it failed. Retry such a job on a process of its own, so that a job that keeps
             # crashing cannot take the innocent ones down with it again and again.
@@ -236,7 +248,7 @@ class Worker:
             first_start = self._first_start = (
                 start if self._first_start is None else self._first_start)
             self._stage = CancelReason.INTERRUPTED
-            s.trace.emit(start, EventKind.STARTED, job.id, worker=self.slot, attempt=number)
+            s.trace.started(rec, start, self.slot, number)
             try:
                 if job.timeout is None:
                     value = await self._attempt(job, number, isolated)
@@ -252,26 +264,30 @@ class Worker:
                 end = loop.time()
                 error = f"{type(exc).__name__}: {exc}"
                 self._attempts.append(Attempt(number, start, end, error, type(exc).__name__))
-                s.trace.emit(end, EventKind.ATTEMPT_FAILED, job.id, worker=self.slot,
-                             attempt=number, info=error)
+                s.trace.job_event(rec, end, EventKind.ATTEMPT_FAILED, worker=self.slot,
+                                  attempt=number, info=error)
                 if number == last:
-                    return self._dead_letter(job, submitted_at, first_start)
+                    return self._end(self._dead_letter(job, submitted_at, first_start))
                 self._stage = CancelReason.AWAITING_RETRY
                 pause = s.retry.delay(number, job.id)
                 _log.info("job %s (%s) attempt %d failed, retrying in %.3g s: %s",
                           job.id, job.kind, number, pause, error)
-                s.trace.emit(end, EventKind.RETRY_SCHEDULED, job.id, worker=self.slot,
-                             attempt=number + 1, value=pause)
+                s.trace.job_event(rec, end, EventKind.RETRY_SCHEDULED, worker=self.slot,
+                                  attempt=number + 1, value=pause)
                 await asyncio.sleep(pause)
             else:
                 end = loop.time()
-                s.trace.emit(end, EventKind.SUCCEEDED, job.id, worker=self.slot, attempt=number)
-                return JobResult(
+                s.trace.succeeded(rec, end, self.slot, number)
+                if not self._attempts:  # the usual case: no JobResult object (see Collector)
+                    self.job = None
+                    s.succeeded(rec, self.slot, first_start, end, value)
+                    return end
+                return self._end(JobResult(
                     job.id, end - first_start, ResultStatus.SUCCEEDED, kind=job.kind,
                     attempts=len(self._attempts) + 1, worker=self.slot,
                     submitted_at=submitted_at, started_at=first_start, finished_at=end,
                     value=value,
-                )
+                ))
         raise AssertionError("unreachable: the loop returns on the last attempt")
 
     async def _timed_attempt(self, job: Job, number: int, isolated: bool,
@@ -305,7 +321,8 @@ class Worker:
             value = await s.offload.run(function, *kind.args, isolated=isolated,
                                         job_id=job.id)
         elif isinstance(kind, Delayed):
-            await asyncio.sleep(kind.delay)
+            if kind.delay:  # Delayed(0) does not wait at all (asyncio.sleep(0) would yield)
+                await asyncio.sleep(kind.delay)
             value = len(job.payload)  # "execute": the work after the wait is trivial here
         elif isinstance(kind, CpuBound):
             if s.cpu_cost is not None:
@@ -327,20 +344,20 @@ class Worker:
 
     def _cut_result(self) -> JobResult:
         """The CANCELLED result of the job in hand, named after the stage it was cut in."""
-        job = self.job
-        assert job is not None
+        job, rec = self.job, self._rec
+        assert job is not None and rec is not None
         reason, attempts = self._stage, len(self._attempts)
         if reason is CancelReason.INTERRUPTED:
             attempts += 1  # the attempt that was running counts
         error = self._attempts[-1].error if reason is CancelReason.AWAITING_RETRY else None
         now = asyncio.get_running_loop().time()
         started_at = self._first_start
-        self._s.trace.emit(now, EventKind.CANCELLED, job.id, worker=self.slot,
-                           attempt=attempts or None, info=reason.value)
+        self._s.trace.job_event(rec, now, EventKind.CANCELLED, worker=self.slot,
+                                attempt=attempts or None, info=reason.value)
         return JobResult(
             job.id, 0.0 if started_at is None else now - started_at, ResultStatus.CANCELLED,
             kind=job.kind, attempts=attempts, worker=self.slot,
-            submitted_at=self._s.ledger.open[job.id], started_at=started_at, finished_at=now,
+            submitted_at=rec.t_enq, started_at=started_at, finished_at=now,
             error=error, cancel_reason=reason,
         )
 
@@ -350,8 +367,9 @@ class Worker:
         _log.warning("job %s (%s) dead-lettered after %d attempt(s); last error: %s",
                      job.id, job.kind, len(attempts), last.error)
         self._s.dead_letters.add(DeadLetter(job, tuple(attempts)))
-        self._s.trace.emit(last.ended_at, EventKind.DEAD_LETTERED, job.id, worker=self.slot,
-                           attempt=last.number, info=last.error)
+        assert self._rec is not None
+        self._s.trace.job_event(self._rec, last.ended_at, EventKind.DEAD_LETTERED,
+                                worker=self.slot, attempt=last.number, info=last.error)
         return JobResult(
             job.id, last.ended_at - started_at, ResultStatus.DEAD_LETTERED, kind=job.kind,
             attempts=len(attempts), worker=self.slot, submitted_at=submitted_at,
