@@ -28,7 +28,7 @@ import math
 import selectors
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Sized
 from typing import Any, TypeVar, TypeVarTuple
 
 from jobq.errors import VirtualDeadlineExceeded
@@ -49,6 +49,10 @@ Ts = TypeVarTuple("Ts")
 # How long a virtual run may last before it is cut short (run_virtual, in_virtual_time,
 # jobq.run): a day of virtual time. It makes an endless simulation end.
 DEFAULT_DEADLINE = 86_400.0
+
+# While only the loop's wake-up pipe is registered, the loop polls it every this many
+# iterations (see _VirtualSelector.select).
+_POLL_EVERY = 64
 
 # With `auto_advance=False` an idle loop never jumps: it waits for I/O in real time, in
 # slices no longer than this (I/O still wakes it at once).
@@ -166,6 +170,15 @@ class _VirtualSelector(selectors.DefaultSelector):
     def __init__(self, clock: VirtualClock) -> None:
         super().__init__()
         self._clock = clock
+        self._unpolled = 0  # iterations since the last poll (see select)
+        # Poll less only in the main thread. A poll releases the GIL, and that is what lets
+        # other threads in: a loop in a thread of its own (in_virtual_time, under a notebook's
+        # kernel) that stopped polling would starve the kernel's thread - each hand-over of
+        # the GIL then waits out the 5 ms switch interval (measured: 10 s for one to_thread).
+        in_main = threading.current_thread() is threading.main_thread()
+        self._poll_every = _POLL_EVERY if in_main else 0
+        self._fds: Sized = self._fd_to_key  # type: ignore[attr-defined]  # what is registered
+        self.ready: Sized = ()  # the loop's ready callbacks (the loop sets it)
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         clock = self._clock
@@ -178,13 +191,30 @@ class _VirtualSelector(selectors.DefaultSelector):
             return events
 
         if timeout == 0:
-            # Callbacks are ready to run: only poll for I/O. Time stands still.
+            # Callbacks are ready to run: time stands still; only poll for I/O. A poll is a
+            # system call, as costly as a small callback. While nothing but the loop's own
+            # wake-up pipe is registered there is no I/O to find: a thread's call_soon_
+            # threadsafe has already queued its callback, and only a signal's wake-up byte
+            # waits there - so (in the main thread, see __init__) we poll only every 64th
+            # iteration, which bounds how late a signal handler runs.
+            if len(self._fds) <= 1 and self._unpolled < self._poll_every:
+                self._unpolled += 1
+                return []
+            self._unpolled = 0
             return super().select(0)
 
-        events = super().select(0)
-        if events:
-            # I/O arrived (or a thread woke the loop): handle it at the current instant.
-            return events
+        if len(self._fds) <= 1 and self._unpolled < self._poll_every:
+            # Idle, and no I/O can come (as above). A thread may have queued a callback since
+            # the loop computed `timeout`: then run it now - never jump past it.
+            self._unpolled += 1
+            if self.ready:
+                return []
+        else:
+            self._unpolled = 0
+            events = super().select(0)
+            if events:
+                # I/O arrived (or a thread woke the loop): handle it at the current instant.
+                return events
 
         # The loop is idle: every task waits for a timer or for the outside world.
         if clock._advance_to is not None:
@@ -214,10 +244,13 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
 
     def __init__(self, clock: VirtualClock | None = None) -> None:
         self.clock = clock if clock is not None else VirtualClock()
-        super().__init__(_VirtualSelector(self.clock))
+        selector = _VirtualSelector(self.clock)
+        super().__init__(selector)
+        selector.ready = self._ready  # type: ignore[attr-defined]  # (asyncio's own deque)
 
     def time(self) -> float:
-        return self.clock.now
+        # asyncio calls this several times per iteration: one attribute read, no property.
+        return self.clock._now
 
     def run_in_executor(
         self,

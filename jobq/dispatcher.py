@@ -96,11 +96,6 @@ class Dispatcher:
             self._trace.dispatched(self._trace.open[job.id], loop.time(), slot,
                                    len(self._queue))
             self.workers[slot].assign(job)
-            if self._queue:
-                # Let the worker we just woke begin before we wake another: a worker takes
-                # the queued jobs itself while its job does not wait (next_for), so often
-                # one wake-up serves the whole queue instead of one per free worker.
-                await asyncio.sleep(0)
 
     def __repr__(self) -> str:
         return f"<Dispatcher busy={self.busy}/{len(self.workers)} {self.token!r}>"

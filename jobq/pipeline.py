@@ -234,9 +234,9 @@ class Pipeline:
         self.capacity = capacity
         self.drain_timeout = drain_timeout
         # Results streams (as_completed) whose reader lags hold producers back, like a full
-        # queue: the queue asks `_streams_full` (see jobq.handles).
+        # queue: while there are streams, the queue asks `_streams_full` (see jobq.handles).
         self._streams: list[ResultStream] = []
-        self._queue = JobQueue(capacity, held=self._streams_full)
+        self._queue = JobQueue(capacity)
         # Handles, weakly: a handle nobody holds is collected, and nothing is kept for it
         # once its job ends. A plain dict of weak references (not a WeakValueDictionary, whose
         # Python-level callback runs for every handle that dies): the entry is removed when
@@ -396,11 +396,13 @@ class Pipeline:
         if self._queue.closed or self._state in (PipelineState.DRAINING, PipelineState.STOPPED):
             state = "stopping" if self._state is PipelineState.CREATED else self._state.value
             raise PipelineClosedError(f"the pipeline is {state}; job {job.id} was not accepted")
-        if isinstance(job.job_type, Blocking) and self._offload.uses_processes():
-            check_importable(job.job_type.fn, what="Blocking.fn")
-        if not self._cpu_warned and self._cpu_cost is None and isinstance(job.job_type,
-                                                                           CpuBound):
-            self._warn_if_cpu_is_invisible()
+        kind = job.job_type
+        if isinstance(kind, (Blocking, CpuBound)):  # (one test for the kinds that need none)
+            if isinstance(kind, Blocking):
+                if self._offload.uses_processes():
+                    check_importable(kind.fn, what="Blocking.fn")
+            elif not self._cpu_warned and self._cpu_cost is None:
+                self._warn_if_cpu_is_invisible()
         # Reserved now, so a concurrent duplicate is refused too (one lookup: add_new says
         # whether the id was free).
         if not self._ids.add_new(job.id):
@@ -563,22 +565,24 @@ class Pipeline:
             stream._end()
         else:
             self._streams.append(stream)
+            self._queue.hold_while(self._streams_full)
         return stream
 
     def _stream_closed(self, stream: ResultStream) -> None:
         if stream in self._streams:
             self._streams.remove(stream)
+        if not self._streams:
+            self._queue.hold_while(None)
 
     def _end_streams(self) -> None:
         """Every result has been delivered: readers finish what they hold, then stop."""
         streams = list(self._streams)
         self._streams.clear()  # in place: the collector holds this list
+        self._queue.hold_while(None)
         for stream in streams:
             stream._end()
 
     def _streams_full(self) -> bool:
-        if not self._streams:  # asked at every submit: the usual case first
-            return False
         return any(stream.full for stream in self._streams)
 
     def _handles_alive(self) -> int:

@@ -59,9 +59,12 @@ class JobQueue:
         return sum(1 for w in self._putters if not w.done())
 
     def full(self) -> bool:
-        if len(self._items) >= self.capacity:
-            return True
-        return self._held is not None and self._held()
+        return len(self._items) >= self.capacity or (self._held is not None and self._held())
+
+    def hold_while(self, held: Callable[[], bool] | None) -> None:
+        """Let `held()` make the queue count as full (None: only its size does). The pipeline
+        sets it only while result streams exist, so a submit asks nothing more otherwise."""
+        self._held = held
 
     def wake_producer(self) -> None:
         """Whatever held producers back has let go: let one waiting producer re-check."""
@@ -83,9 +86,10 @@ class JobQueue:
         Raises PipelineClosedError if the queue is closed."""
         if self._closed:
             raise PipelineClosedError(f"the queue is closed; job {job.id} was not accepted")
-        if self.full():
-            return False
-        self._items.append(job)
+        items = self._items
+        if len(items) >= self.capacity or (self._held is not None and self._held()):
+            return False  # full (see full(): the same test, here without a call)
+        items.append(job)
         if self._getters:
             _wake_one(self._getters)
         return True
@@ -108,7 +112,8 @@ class JobQueue:
         if not self._items:
             return None
         job = self._items.popleft()
-        _wake_one(self._putters)
+        if self._putters:
+            _wake_one(self._putters)
         return job
 
     async def get(self, token: CancellationToken) -> Job | None:
