@@ -57,9 +57,18 @@ class IdSet:
         self._count = 0
         # The highest run, (first, last), or None when empty. Most programs submit ids in
         # increasing order, so nearly every id is "above everything" (not in the set: no
-        # search) or "the next one" (it extends the highest run: one dict update). Both
-        # are O(1); every other case takes the O(log n) path below and refreshes this.
+        # search) or "the next one" (it extends the highest run). Both are O(1); every other
+        # case takes the O(log n) path below and refreshes this. Extending the highest run
+        # changes only `_top`: its entry in `_runs` is brought up to date (`_sync`) before
+        # anything reads `_runs` - a SortedDict write is a Python call, too dear per id.
         self._top: tuple[int, int] | None = None
+        self._top_stale = False  # _runs[_top[0]] is behind _top[1]
+
+    def _sync(self) -> None:
+        if self._top_stale:
+            assert self._top is not None
+            self._runs[self._top[0]] = self._top[1]  # an existing key: no key moves
+            self._top_stale = False
 
     def _refresh_top(self) -> None:
         if not self._runs:
@@ -73,6 +82,7 @@ class IdSet:
 
     def _run_at_or_before(self, value: int) -> tuple[int, int] | None:
         """(first, last) of the run with the largest first id <= value, or None."""
+        self._sync()
         # bisect_right: how many runs start at or before value; the last of those is ours.
         i: int = self._runs.bisect_right(value)
         if i == 0:
@@ -90,13 +100,13 @@ class IdSet:
         return run is not None and value <= run[1]
 
     def add(self, value: int) -> None:
-        runs = self._runs
         top = self._top
         if top is not None and value == top[1] + 1:  # the next id: extend the highest run
-            runs[top[0]] = value  # an existing key: a dict update, no key moves
             self._top = (top[0], value)
+            self._top_stale = True
             self._count += 1
             return
+        self._sync()
         self._add_anywhere(value)
         self._refresh_top()
 
@@ -105,8 +115,8 @@ class IdSet:
         was there already). The submit path's one call: a check and an add in one search."""
         top = self._top
         if top is not None and value == top[1] + 1:  # the next id: the O(1) path of add()
-            self._runs[top[0]] = value
             self._top = (top[0], value)
+            self._top_stale = True
             self._count += 1
             return True
         if value in self:
@@ -131,7 +141,7 @@ class IdSet:
             runs[value] = last  # a new first id: inserted among the sorted keys, O(log n)
 
     def discard(self, value: int) -> None:
-        run = self._run_at_or_before(value)
+        run = self._run_at_or_before(value)  # (brings _runs up to date first)
         if run is None or value > run[1]:
             return  # not in the set
         self._count -= 1
@@ -150,7 +160,7 @@ class IdSet:
     @property
     def runs(self) -> int:
         """How many runs of consecutive ids are stored: what the memory grows with."""
-        return len(self._runs)
+        return len(self._runs)  # (a stale top run is still one run)
 
 
 class Ledger:

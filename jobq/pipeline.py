@@ -33,9 +33,10 @@ import asyncio
 import dataclasses
 import enum
 import math
+import time
 import warnings
 import weakref
-from collections.abc import AsyncIterable, Iterable
+from collections.abc import AsyncIterable, Callable, Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -44,7 +45,7 @@ from typing import Any, TypeVar, overload
 from jobq import validation as check
 from jobq.accounting import IdSet, Ledger
 from jobq.cancel import CancellationToken, wake
-from jobq.clock import DEFAULT_DEADLINE, in_virtual_time, is_virtual
+from jobq.clock import DEFAULT_DEADLINE, in_virtual_time, is_virtual, loop_clock
 from jobq.collector import Collector
 from jobq.dispatcher import Dispatcher
 from jobq.errors import (
@@ -268,6 +269,7 @@ class Pipeline:
         self._failures = failures or FailurePlan()
         self._seed = None if failures is None else failures.seed  # for the trace's header
         self._cpu_cost = cpu_cost
+        self._time: Callable[[], float] = time.monotonic  # the loop's clock, once started
         self._cpu_warned = False  # InvisibleCpuWarning given (see _warn_if_cpu_is_invisible)
         # The token tree: root -> dispatcher -> each worker (see jobq.cancel).
         self.token = CancellationToken("root")
@@ -307,6 +309,7 @@ class Pipeline:
         if self._state is not PipelineState.CREATED or self._queue.closed:
             return  # running already, or closed before it started: nothing to run
         loop = asyncio.get_running_loop()
+        self._time = loop_clock(loop)
         # The trace describes its run (a trace file is then enough to plot it again).
         executor = self._offload.kind
         self.trace.describe(
@@ -430,7 +433,7 @@ class Pipeline:
 
     def _accepted(self, job: Job) -> JobHandle[Any]:
         # Runs in the same step as the put: the dispatcher cannot see the job before this.
-        now = asyncio.get_running_loop().time()
+        now = self._time()
         self.ledger.accept(job.id, now)
         self.trace.enqueued(now, job.id, job.kind, len(self._queue))
         handle: JobHandle[Any] = JobHandle(job.id, self._cancel_job)

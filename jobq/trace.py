@@ -440,7 +440,8 @@ class Trace:
         simple = rec.events is None and rec.seq_start >= 0 and rec.worker == worker and (
             rec.attempt == attempt)
         if simple and (not self._retain or self.rows.add_simple(rec, t, seq)):
-            self._row_added()
+            if self._folder is not None and len(self.rows) >= self._fold_every:
+                self._folder()  # (_row_added, inline: this runs for nearly every job)
             return
         self._add(rec, Event(seq, t, _SUCCEEDED, rec.job, worker, attempt))
         self._ended(rec)

@@ -28,12 +28,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from jobq.accounting import Ledger
 from jobq.cancel import CancellationToken
+from jobq.clock import loop_clock
 from jobq.errors import InjectedFailure, JobTimeoutError
 from jobq.http import HttpClient
 from jobq.jobs import (
@@ -95,7 +97,7 @@ class Worker:
         self.token = token
         self._s = services
         self._trace = services.trace
-        self._loop: asyncio.AbstractEventLoop | None = None  # set when run() begins
+        self._time: Callable[[], float] = time.monotonic  # the loop's clock (set in run())
         self._on_free = on_free  # the slot is free: the dispatcher may hand us a job
         self._next_for = next_for  # the next queued job, for a worker that keeps its slot
         self._inbox: asyncio.Future[Job] | None = None
@@ -121,7 +123,8 @@ class Worker:
         self._inbox.set_result(job)
 
     async def run(self) -> None:
-        loop = self._loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
+        self._time = loop_clock(loop)
         self._task = asyncio.current_task()
         if self.token.cancelled:
             return  # cancelled before we began: _cut would cancel our own task on the way out
@@ -227,8 +230,8 @@ class Worker:
         stop the program - is a failed attempt. Only a CancelledError goes up, to the cut
         handling in run()."""
         s = self._s
-        job, rec, loop = self.job, self._rec, self._loop
-        assert job is not None and rec is not None and loop is not None
+        job, rec, now = self.job, self._rec, self._time
+        assert job is not None and rec is not None
         submitted_at = rec.t_enq
         before = s.earlier_attempts.pop(job.id, 0) if s.earlier_attempts else 0
         last = before + s.retry.max_retries + 1
@@ -244,7 +247,7 @@ class Worker:
             # A job that can be cut on its own - by its timeout - runs in a process of its
             # own too: stopping it must not stop anyone else's work.
             isolated = isolated or job.timeout is not None
-            start = loop.time()
+            start = now()
             first_start = self._first_start = (
                 start if self._first_start is None else self._first_start)
             self._stage = CancelReason.INTERRUPTED
@@ -261,7 +264,7 @@ class Worker:
                     raise  # our task is being cancelled: run() decides by whom
                 # (A CancelledError while nobody cancels our task was raised by the job's
                 # own code - a thread's function, say: a failure like any other.)
-                end = loop.time()
+                end = now()
                 error = f"{type(exc).__name__}: {exc}"
                 self._attempts.append(Attempt(number, start, end, error, type(exc).__name__))
                 s.trace.job_event(rec, end, EventKind.ATTEMPT_FAILED, worker=self.slot,
@@ -276,7 +279,7 @@ class Worker:
                                   attempt=number + 1, value=pause)
                 await asyncio.sleep(pause)
             else:
-                end = loop.time()
+                end = now()
                 s.trace.succeeded(rec, end, self.slot, number)
                 if not self._attempts:  # the usual case: no JobResult object (see Collector)
                     self.job = None
