@@ -55,7 +55,8 @@ _ids = st.one_of(
     st.integers(2**64 - 4, 2**64 + 4),
     st.integers(-(2**70), 2**70),
 )
-_ops = st.lists(st.tuples(st.sampled_from(["add", "discard", "contains"]), _ids), max_size=200)
+_ops = st.lists(st.tuples(st.sampled_from(["add", "add_new", "discard", "contains"]), _ids),
+                max_size=200)
 
 
 @settings(max_examples=300, deadline=None)
@@ -66,11 +67,16 @@ def test_id_set_behaves_exactly_like_a_set(ops: list[tuple[str, int]]) -> None:
         if op == "add":
             ids.add(value)
             model.add(value)
+        elif op == "add_new":  # the submit path: check and add in one call
+            assert ids.add_new(value) == (value not in model), value
+            model.add(value)
         elif op == "discard":
             ids.discard(value)
             model.discard(value)
         assert (value in ids) == (value in model), (op, value)
         assert len(ids) == len(model)
+        # (The highest run grows without a write to the sorted runs: they must still agree.)
+        assert ids.runs == _maximal_runs(model), ops
     for value in model | {v + 1 for v in model} | {v - 1 for v in model}:
         assert (value in ids) == (value in model), value
     assert "1" not in ids and 1.5 not in ids  # only ints are members
