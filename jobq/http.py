@@ -169,7 +169,9 @@ class HttpClient:
 
         session = self._get_session()
         limits = self.limits
-        shown = redact(url)  # the URL as every message shows it; the request uses `url`
+        # Every message shows the URL as redact(url) (the request uses `url` itself). It is
+        # worked out only for a message: four regex passes per request cost more than the
+        # rest of our bookkeeping.
         # Hold the virtual clock for the whole request, body included: the timeouts below are
         # measured on the loop's clock, and a jump while bytes are on the wire would fire them.
         with real_work():
@@ -180,10 +182,10 @@ class HttpClient:
                 async with session.get(
                     url, allow_redirects=True, max_redirects=limits.max_redirects + 1
                 ) as response:
-                    return await self._read(shown, response)
+                    return await self._read(url, response)
             except aiohttp.TooManyRedirects as exc:
                 raise HttpError(
-                    f"GET {shown}: more than max_redirects={limits.max_redirects} redirects"
+                    f"GET {redact(url)}: more than max_redirects={limits.max_redirects} redirects"
                 ) from exc
             # The URL errors below carry the URL itself - ours with its password, or the one
             # the server redirected to - and nothing else: our message says it all, redacted,
@@ -192,61 +194,64 @@ class HttpClient:
                 # file://, ftp://, ... : following it could read local files or talk to other
                 # services on the server's say-so. aiohttp refuses; we say why.
                 raise HttpError(
-                    f"GET {shown}: refused to follow a redirect to {redact(str(exc))}"
+                    f"GET {redact(url)}: refused to follow a redirect to {redact(str(exc))}"
                     " (only http and https redirects are followed)"
                 ) from None
             except aiohttp.InvalidUrlRedirectClientError as exc:
                 raise HttpError(
-                    f"GET {shown}: redirect to an invalid URL: {redact(str(exc))}"
+                    f"GET {redact(url)}: redirect to an invalid URL: {redact(str(exc))}"
                 ) from None
             except aiohttp.NonHttpUrlClientError:
-                raise HttpError(f"GET {shown}: only http and https URLs can be fetched") from None
+                raise HttpError(
+                    f"GET {redact(url)}: only http and https URLs can be fetched") from None
             except aiohttp.InvalidURL as exc:
                 why = f" ({redact(exc.description)})" if exc.description else ""
-                raise HttpError(f"GET {shown}: not a valid URL{why}") from None
+                raise HttpError(f"GET {redact(url)}: not a valid URL{why}") from None
             # The timeout classes first: they are also asyncio.TimeoutError / OSError.
             except aiohttp.ConnectionTimeoutError as exc:
                 raise HttpTimeoutError(
-                    f"GET {shown}: no connection within connect_timeout={limits.connect_timeout}s"
+                    f"GET {redact(url)}: no connection within "
+                    f"connect_timeout={limits.connect_timeout}s"
                 ) from exc
             except aiohttp.SocketTimeoutError as exc:
                 raise HttpTimeoutError(
-                    f"GET {shown}: server silent for longer than "
+                    f"GET {redact(url)}: server silent for longer than "
                     f"read_timeout={limits.read_timeout}s"
                 ) from exc
             except TimeoutError as exc:  # = asyncio.TimeoutError; aiohttp's `total` timer
                 raise HttpTimeoutError(
-                    f"GET {shown}: not finished within total_timeout={limits.total_timeout}s"
+                    f"GET {redact(url)}: not finished within total_timeout={limits.total_timeout}s"
                 ) from exc
             # aiohttp takes the user name and password out of the URL before it makes the
             # request, so the messages of the errors below have no password; they may still
             # have the query string, hence redact().
             except aiohttp.ClientSSLError as exc:
                 # Somebody answered, but TLS failed: not a "nobody is there" connect error.
-                raise HttpError(f"GET {shown}: TLS failed: {redact(str(exc))}") from exc
+                raise HttpError(f"GET {redact(url)}: TLS failed: {redact(str(exc))}") from exc
             except aiohttp.ClientConnectorDNSError as exc:
-                raise HttpConnectError(f"GET {shown}: cannot resolve the host name") from exc
+                raise HttpConnectError(f"GET {redact(url)}: cannot resolve the host name") from exc
             except aiohttp.ClientConnectorError as exc:
-                raise HttpConnectError(f"GET {shown}: cannot connect: {exc.strerror}") from exc
+                raise HttpConnectError(
+                    f"GET {redact(url)}: cannot connect: {exc.strerror}") from exc
             except aiohttp.ClientError as exc:
                 # Everything else aiohttp raises: server disconnected mid-response, broken
                 # payload, ... Keep the aiohttp class name: it is the best hint there is.
                 raise HttpError(
-                    f"GET {shown}: {type(exc).__name__}: {redact(str(exc))}"
+                    f"GET {redact(url)}: {type(exc).__name__}: {redact(str(exc))}"
                 ) from exc
 
-    async def _read(self, shown: str, response: aiohttp.ClientResponse) -> FetchResult:
-        """Read the body of `response`; `shown` is the requested URL, as messages show it."""
+    async def _read(self, url: str, response: aiohttp.ClientResponse) -> FetchResult:
+        """Read the body of `response`; `url` is the one requested (messages redact it)."""
         limits = self.limits
         if response.status >= 400:
-            raise _status_error(shown, response)
+            raise _status_error(url, response)
         cap = limits.max_response_bytes
         # Refuse early when the server announces a body that is too big: no need to read
         # a single byte of it.
         if response.content_length is not None and response.content_length > cap:
             response.close()  # the body is still on the wire: drop the connection, don't reuse
             raise ResponseTooLargeError(
-                f"GET {shown}: Content-Length {response.content_length} bytes"
+                f"GET {redact(url)}: Content-Length {response.content_length} bytes"
                 f" exceeds max_response_bytes={cap}"
             )
         # A body without Content-Length (chunked) is counted as it arrives, and we stop as
@@ -258,20 +263,20 @@ class HttpClient:
             if size > cap:
                 response.close()
                 raise ResponseTooLargeError(
-                    f"GET {shown}: body exceeds max_response_bytes={cap} (stopped reading)"
+                    f"GET {redact(url)}: body exceeds max_response_bytes={cap} (stopped reading)"
                 )
             chunks.append(chunk)
         return FetchResult(status=response.status, size=size, url=str(response.url),
                            headers=dict(response.headers), body=b"".join(chunks))
 
 
-def _status_error(shown: str, response: aiohttp.ClientResponse) -> HttpStatusError:
+def _status_error(url: str, response: aiohttp.ClientResponse) -> HttpStatusError:
     # `response.history` holds the redirects that were followed. (Comparing response.url
     # with the URL we asked for would see a redirect in every URL with a password: aiohttp
     # takes the password out of the URL before it sends the request.)
     where = f" (redirected to {redact(str(response.url))})" if response.history else ""
     error = HttpStatusError(
-        f"GET {shown}{where}: server answered {response.status} {response.reason}"
+        f"GET {redact(url)}{where}: server answered {response.status} {response.reason}"
     )
     # The status travels on the error, so a retry policy can treat 404 and 503 differently
     # without parsing the message. (errors.py keeps its classes bare; we attach it here.)
