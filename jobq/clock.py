@@ -183,7 +183,7 @@ class _VirtualSelector(selectors.DefaultSelector):
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         clock = self._clock
-        if clock.held:
+        if clock._holds:  # (fields, not the properties: this runs at every loop iteration)
             # Real work is in flight: wait for real, and let virtual time follow real time -
             # the wait here and the callbacks run since the last look (see VirtualClock.hold).
             clock._catch_up()
@@ -227,7 +227,7 @@ class _VirtualSelector(selectors.DefaultSelector):
             else:
                 clock._now = min(clock._now + timeout, clock._advance_to)
             return []
-        if clock.auto_advance and timeout is not None:
+        if clock._auto_advance and timeout is not None:
             # Nothing can happen before the next timer: skip the wait. `now + timeout` lands
             # on the timer's own time, as the loop computed `timeout = when - now` (capped at
             # 24 h: a longer wait takes a few jumps).

@@ -104,7 +104,8 @@ class AsyncIo:
 
 @dataclass(frozen=True, slots=True, init=False)
 class Delayed:
-    """Sleep for `delay` seconds (a float or a timedelta), then execute."""
+    """Sleep for `delay` seconds (a float or a timedelta), then execute. `Delayed(0)` does not
+    wait at all: it runs to its end in the step that started it (no `sleep(0)`)."""
 
     delay: float
 

@@ -467,15 +467,14 @@ class Pipeline:
             # coroutine to wait in, no future (a future is made only when the queue is full).
             return self._accepted(job)
         # The queue is full: wait for room (this wait *is* backpressure), in the trace.
-        self.trace.emit(asyncio.get_running_loop().time(), EventKind.PRODUCER_BLOCKED, job.id)
+        self.trace.emit(self._time(), EventKind.PRODUCER_BLOCKED, job.id)
         try:
             await queue.put(job)
         except BaseException:
             self._ids.discard(job.id)  # never accepted: the id is free again
             raise
         finally:
-            self.trace.emit(asyncio.get_running_loop().time(), EventKind.PRODUCER_RESUMED,
-                            job.id)
+            self.trace.emit(self._time(), EventKind.PRODUCER_RESUMED, job.id)
         return self._accepted(job)
 
     @overload
