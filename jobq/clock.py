@@ -24,7 +24,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import math
+import operator
 import selectors
 import threading
 import time
@@ -248,10 +250,12 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
         selector = _VirtualSelector(self.clock)
         super().__init__(selector)
         selector.ready = self._ready  # type: ignore[attr-defined]  # (asyncio's own deque)
+        # asyncio asks `self.time()` several times per iteration. A C callable in the instance
+        # (it shadows the method below) reads the clock's field without a Python frame.
+        self.time = functools.partial(_read_now, self.clock)  # type: ignore[method-assign]
 
     def time(self) -> float:
-        # asyncio calls this several times per iteration: one attribute read, no property.
-        return self.clock._now
+        return self.clock._now  # (shadowed per instance, see __init__)
 
     def run_in_executor(
         self,
@@ -275,6 +279,9 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
                 await super().shutdown_default_executor()
             else:  # only Python 3.12+ passes a timeout
                 await super().shutdown_default_executor(timeout)  # type: ignore[call-arg,unused-ignore]
+
+
+_read_now = operator.attrgetter("_now")  # VirtualClock -> its time, in C
 
 
 def loop_clock(loop: asyncio.AbstractEventLoop) -> Callable[[], float]:
