@@ -154,7 +154,8 @@ def test_cancel_at_every_step_loses_nothing(target: str) -> None:
         if k > steps:
             break
         k += 1
-    assert k > 50  # the run has a good number of steps to cut into
+    # The run has a good number of steps to cut into (50 on Python 3.13, more on 3.11).
+    assert k > 40
     assert hits >= k // 2  # most injection points landed while the pipeline worked
 
 
