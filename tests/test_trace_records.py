@@ -19,6 +19,7 @@ import pytest
 import jobq
 from jobq import Event, FailurePlan, Job, Pipeline, RetryPolicy, Trace
 from jobq.metrics import metrics_from_trace
+from jobq.testing import assert_each_job_ended_once
 from jobq.trace import EventKind
 
 
@@ -114,7 +115,7 @@ async def test_ids_too_big_for_a_row_keep_their_events() -> None:
     assert sorted(r.job_id for r in result.results) == sorted(ids)
     ended = [e.job for e in result.trace.events if e.kind is EventKind.SUCCEEDED]
     assert sorted(ended) == sorted(ids)  # type: ignore[type-var]
-    jobq.testing.assert_each_job_ended_once(result)
+    assert_each_job_ended_once(result)
 
 
 @pytest.mark.virtual_time
