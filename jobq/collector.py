@@ -76,26 +76,32 @@ class Collector:
         self._rows = rows if keep_results is True else None
         self._values: list[Any] = []
         self._whole: dict[int, JobResult] = {}  # index in _values -> the result itself
+        self._built: list[JobResult] | None = None  # the last `results` rebuilt
         self._drained: list[asyncio.Future[None]] = []
 
     @property
     def results(self) -> list[JobResult]:
         if self._rows is None:
             return list(self._results)
+        if self._built is not None and len(self._built) == len(self._values):
+            return list(self._built)  # nothing ended since the last call
         rows, whole = self._rows, self._whole
-        times, ints, kinds, width = rows.times, rows.ints, rows.kinds, rows.INTS
+        width = rows.INTS
+        times, ints, kinds = rows.times, rows.ints, rows.kinds
+        # Column by column (C slices), then one JobResult per simple row, built positionally
+        # (its fields in order: job_id, duration, status, kind, attempts, worker,
+        # submitted_at, started_at, finished_at, error, cancel_reason, value).
+        columns = zip(self._values, ints[0::width], ints[5::width], ints[width - 1::width],
+                      times[0::4], times[2::4], times[3::4], strict=False)
         out: list[JobResult] = []
-        for i, value in enumerate(self._values):
-            result = whole.get(i)
+        for i, (value, job, worker, kind, t_enq, t_start, t_end) in enumerate(columns):
+            result = whole.get(i) if whole else None
             if result is None:  # a simple row: rebuild its JobResult
-                job, worker = ints[i * width], ints[i * width + 5]
-                t_enq, _, t_start, t_end = times[i * 4:i * 4 + 4]
-                result = JobResult(job, t_end - t_start, _SUCCEEDED,
-                                   kind=kinds[ints[i * width + width - 1]], attempts=1,
-                                   worker=worker, submitted_at=t_enq, started_at=t_start,
-                                   finished_at=t_end, value=value)
+                result = JobResult(job, t_end - t_start, _SUCCEEDED, kinds[kind], 1, worker,
+                                   t_enq, t_start, t_end, None, None, value)
             out.append(result)
-        return out
+        self._built = out
+        return list(out)
 
     def deliver(self, result: JobResult) -> None:
         """Workers and shutdown call this with each job's one final result. It records the

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import enum
+import functools
 import math
 import time
 import warnings
@@ -812,21 +813,28 @@ class Pipeline:
 
 @dataclass(frozen=True)
 class RunResult:
-    """Everything one `jobq.run(...)` produced."""
+    """Everything one `jobq.run(...)` produced. `results` is built when first read: a big
+    simulation that looks only at the report and the metrics does not pay for a JobResult
+    per job (see jobq.collector)."""
 
     report: ShutdownReport
-    results: list[JobResult]
     trace: Trace
     metrics: Metrics
     dead_letters: DeadLetterQueue
     workers: int
+    pipeline: Pipeline = field(repr=False, compare=False)  # the stopped pipeline itself
+
+    @functools.cached_property
+    def results(self) -> list[JobResult]:
+        """The results kept, in the order the jobs ended (the same list on every read)."""
+        return self.pipeline.results
 
     @classmethod
     def from_pipeline(cls, pipe: Pipeline) -> RunResult:
         """Everything a stopped pipeline produced, as `jobq.run` returns it (raises
         ReportNotReadyError if its shutdown has not finished)."""
-        return cls(pipe.report, pipe.results, pipe.trace, pipe.metrics(), pipe.dead_letters,
-                   pipe.workers)
+        return cls(pipe.report, pipe.trace, pipe.metrics(), pipe.dead_letters, pipe.workers,
+                   pipe)
 
     def __repr__(self) -> str:
         r = self.report
