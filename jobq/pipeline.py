@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import enum
-import functools
 import math
 import time
 import warnings
@@ -432,11 +431,12 @@ class Pipeline:
             self._next_id += 1
         return self._next_id
 
-    def _accepted(self, job: Job) -> JobHandle[Any]:
+    def _accepted(self, job: Job, depth: int) -> JobHandle[Any]:
         # Runs in the same step as the put: the dispatcher cannot see the job before this.
+        # `depth`: how many jobs the queue holds now, this one included.
         now = self._time()
         self.ledger.accept(job.id, now)
-        self.trace.enqueued(now, job.id, job.kind, len(self._queue))
+        self.trace.enqueued(now, job.id, job.kind, depth)
         handle: JobHandle[Any] = JobHandle(job.id, self._cancel_job)
         self._handles[job.id] = weakref.ref(handle)
         return handle
@@ -463,10 +463,11 @@ class Pipeline:
         """
         job = self._admit(job, timeout)
         queue = self._queue
-        if queue.offer(job):
+        depth = queue.offer(job)
+        if depth:
             # The fast path: there was room, so the job is accepted now, in this step - no
             # coroutine to wait in, no future (a future is made only when the queue is full).
-            return self._accepted(job)
+            return self._accepted(job, depth)
         # The queue is full: wait for room (this wait *is* backpressure), in the trace.
         self.trace.emit(self._time(), EventKind.PRODUCER_BLOCKED, job.id)
         try:
@@ -476,7 +477,7 @@ class Pipeline:
             raise
         finally:
             self.trace.emit(self._time(), EventKind.PRODUCER_RESUMED, job.id)
-        return self._accepted(job)
+        return self._accepted(job, len(self._queue))
 
     @overload
     def submit_nowait(self, job: Call[T] | Blocking[T], *,
@@ -494,7 +495,7 @@ class Pipeline:
         except BaseException:
             self._ids.discard(job.id)
             raise
-        return self._accepted(job)
+        return self._accepted(job, len(self._queue))
 
     async def submit_many(
         self, jobs: Iterable[Job | JobType] | AsyncIterable[Job | JobType]
@@ -813,29 +814,21 @@ class Pipeline:
 
 @dataclass(frozen=True)
 class RunResult:
-    """Everything one `jobq.run(...)` produced. `results` is built when first read: a big
-    simulation that looks only at the report and the metrics does not pay for a JobResult
-    per job (see jobq.collector)."""
+    """Everything one `jobq.run(...)` produced."""
 
     report: ShutdownReport
+    results: list[JobResult]
     trace: Trace
     metrics: Metrics
     dead_letters: DeadLetterQueue
     workers: int
-    pipeline: Pipeline = field(repr=False, compare=False)  # the stopped pipeline itself
-
-    @functools.cached_property
-    def results(self) -> list[JobResult]:
-        """The results kept, in the order the jobs ended (the same list on every read)."""
-        return self.pipeline.results
 
     @classmethod
     def from_pipeline(cls, pipe: Pipeline) -> RunResult:
         """Everything a stopped pipeline produced, as `jobq.run` returns it (raises
         ReportNotReadyError if its shutdown has not finished)."""
-        return cls(pipe.report, pipe.trace, pipe.metrics(), pipe.dead_letters, pipe.workers,
-                   pipe)
-
+        return cls(pipe.report, pipe.results, pipe.trace, pipe.metrics(), pipe.dead_letters,
+                   pipe.workers)
     def __repr__(self) -> str:
         r = self.report
         return (f"<RunResult submitted={r.submitted} succeeded={r.succeeded} "
