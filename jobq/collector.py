@@ -109,11 +109,7 @@ class Collector:
         ledger = self.ledger
         ledger.close(result.job_id, result.status, result.cancel_reason)
         if self._keep:
-            if self._rows is not None:
-                self._whole[len(self._values)] = result
-                self._values.append(None)
-            else:
-                self._results.append(result)
+            self._keep_whole(result)
         self.progress.update(1)
         self._hand_on(result.job_id, result)
         if not ledger.open and self._drained:
@@ -132,11 +128,7 @@ class Collector:
                 self._values.append(value)
             else:
                 result = self._result(rec, worker, started_at, finished_at, value)
-                if self._rows is not None:
-                    self._whole[len(self._values)] = result
-                    self._values.append(None)
-                else:
-                    self._results.append(result)
+                self._keep_whole(result)
         self.progress.update(1)
         ref = self._handles.get(job_id)
         if self._streams or (ref is not None and ref() is not None):
@@ -147,6 +139,14 @@ class Collector:
             del self._handles[job_id]  # a handle nobody holds any more
         if not ledger.open and self._drained:
             self._wake_drained()
+
+    def _keep_whole(self, result: JobResult) -> None:
+        """Keep the JobResult object itself (as rows: in its place among the values)."""
+        if self._rows is not None:
+            self._whole[len(self._values)] = result
+            self._values.append(None)
+        else:
+            self._results.append(result)
 
     @staticmethod
     def _result(rec: JobRecord, worker: int, started_at: float, finished_at: float,
