@@ -544,6 +544,25 @@ async def bare_aiohttp(url: str, n: int) -> float:
     return time.perf_counter() - started
 
 
+async def bare_with_client(url: str, n: int) -> float:
+    """The same Semaphore(32) loop, each request through jobq's own HttpClient.fetch: what
+    the client's limits cost (read timeout, size cap, FetchResult), without the pipeline."""
+    from jobq.http import HttpClient
+
+    slots = asyncio.Semaphore(IO_WORKERS)
+    client = HttpClient()
+
+    async def one() -> None:
+        async with slots:
+            await client.fetch(url)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one() for _ in range(n)))
+    elapsed = time.perf_counter() - started
+    await client.aclose()
+    return elapsed
+
+
 async def jobq_io(url: str, n: int) -> float:
     from jobq import AsyncIo
 
@@ -565,10 +584,17 @@ def bench_io(quick: bool, rounds: int) -> None:
     with LocalServer() as server:
         url = server.url("/ok")
         res = rounds_of({"aiohttp": lambda: asyncio.run(bare_aiohttp(url, n)),
+                         "client": lambda: asyncio.run(bare_with_client(url, n)),
                          "jobq": lambda: asyncio.run(jobq_io(url, n))}, rounds, "io")
     rates = {k: [n / w for w in v] for k, v in res.items()}
     emit("io.aiohttp", "jobs/s", rates["aiohttp"], baseline="io.aiohttp",
          ratios=[1.0] * rounds, jobs=n, note="aiohttp.ClientSession + Semaphore(32), one run")
+    emit("io.client", "jobs/s", rates["client"], baseline="io.aiohttp",
+         ratios=per_round(rates["client"], rates["aiohttp"]), jobs=n,
+         note="the same loop, each request through jobq.http.HttpClient.fetch (no pipeline)")
+    emit("io.jobq_vs_client", "ratio", per_round(rates["jobq"], rates["client"]), jobs=n,
+         note="jobq's pipeline against the same HttpClient in a bare loop: the pipeline's "
+              "own share of the gap")
     ratios = per_round(rates["jobq"], rates["aiohttp"])
     emit("io.jobq", "jobs/s", rates["jobq"], baseline="io.aiohttp", ratios=ratios,
          target="P8: >= 0.9x a bare aiohttp + Semaphore(32) loop",
