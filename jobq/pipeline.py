@@ -309,6 +309,7 @@ class Pipeline:
         if self._state is not PipelineState.CREATED or self._queue.closed:
             return  # running already, or closed before it started: nothing to run
         loop = asyncio.get_running_loop()
+        self.trace.attach(self)  # (raises if another running pipeline records into it)
         self._time = loop_clock(loop)
         # The trace describes its run (a trace file is then enough to plot it again).
         executor = self._offload.kind
@@ -406,12 +407,12 @@ class Pipeline:
                     check_importable(kind.fn, what="Blocking.fn")
             elif not self._cpu_warned and self._cpu_cost is None:
                 self._warn_if_cpu_is_invisible()
+        if self._state is PipelineState.CREATED:
+            self._start()  # (before the id is reserved: starting may refuse the trace)
         # Reserved now, so a concurrent duplicate is refused too (one lookup: add_new says
         # whether the id was free).
         if not self._ids.add_new(job.id):
             raise DuplicateJobError(f"Job.id {job.id} was already submitted to this pipeline")
-        if self._state is PipelineState.CREATED:
-            self._start()
         return job
 
     def _warn_if_cpu_is_invisible(self) -> None:
@@ -750,6 +751,7 @@ class Pipeline:
         self._phase("stopped")
         self._state = PipelineState.STOPPED
         self.trace.close()
+        self.trace.detach(self)
         self._report = report = self._make_report(drained)
         for task, outcome in zip(self._tasks, results, strict=True):
             # A stage that crashed, or was killed from outside, is a bug: do not hide it.

@@ -54,11 +54,14 @@ import datetime
 import enum
 import json
 import logging
+import weakref
 from array import array
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal
+
+from jobq.errors import InvalidConfigError
 
 __all__ = ["Event", "EventKind", "JobRecord", "JobRows", "Trace", "TraceHeader"]
 
@@ -314,6 +317,24 @@ class Trace:
         self._folder: Callable[[], None] | None = None
         self._fold_every = 0
         self._retain = keep  # keep rows and extras (until folded, if not `keep`)
+        self._owner: weakref.ref[object] | None = None  # the running pipeline (see attach)
+
+    def attach(self, owner: object) -> None:
+        """`owner` (a Pipeline that starts) records into this trace until `detach`. One at a
+        time: open jobs' records are found by job id, and two pipelines' job 5 would be one
+        record - a job could lose its ending. Raises InvalidConfigError for a second one."""
+        current = None if self._owner is None else self._owner()
+        if current is not None and current is not owner:
+            raise InvalidConfigError(
+                "Pipeline.trace: this Trace is recording another pipeline that has not "
+                "stopped yet; give each pipeline a Trace of its own (one after the other "
+                "may share one)")
+        self._owner = weakref.ref(owner)
+
+    def detach(self, owner: object) -> None:
+        """`owner` has stopped: another pipeline may record into this trace now."""
+        if self._owner is not None and self._owner() is owner:
+            self._owner = None
 
     def fold_with(self, folder: Callable[[], None], every: int = 4096) -> None:
         """For a trace that keeps nothing: keep ended rows and extras until there are `every`

@@ -131,3 +131,22 @@ async def test_a_listener_subscribed_mid_run_sees_every_later_event() -> None:
             await pipe.submit(Job(n, b"", jobq.Delayed(1.0)))
     later = [e for e in pipe.trace.events if e.seq >= first]
     assert _fields(seen) == _fields(later) and len(seen) > 10
+
+
+@pytest.mark.virtual_time
+async def test_one_trace_records_one_running_pipeline_at_a_time() -> None:
+    # Open jobs' records are found by job id: two running pipelines writing one trace would
+    # share job 0's record, and a job could lose its ending. The second one is refused.
+    shared = Trace()
+    async with Pipeline(workers=1, executor="inline", trace=shared) as first:
+        await first.submit(Job(0, b"", jobq.Delayed(1.0)))
+        second = Pipeline(workers=1, executor="inline", trace=shared)
+        with pytest.raises(jobq.InvalidConfigError, match="another pipeline"):
+            await second.submit(Job(0, b"", jobq.Delayed(1.0)))
+        await second.shutdown()
+    # One after the other may share it: the first has stopped.
+    async with Pipeline(workers=1, executor="inline", trace=shared) as third:
+        await third.submit(Job(0, b"", jobq.Delayed(1.0)))
+    assert first.report.succeeded == third.report.succeeded == 1
+    assert second.report.submitted == 0
+    assert [e.job for e in shared.events if e.kind is EventKind.SUCCEEDED] == [0, 0]
