@@ -17,7 +17,8 @@ A map of the package, one line per module, in pipeline order:
     cancel.py      CancellationToken: root -> dispatcher -> workers
     pipeline.py    Pipeline, run(): the stages wired together; shutdown in phases
     retry.py       RetryPolicy, FailurePlan, DeadLetterQueue
-    trace.py       Trace, Event, TraceHeader: one record of everything that happened
+    trace.py       Trace, Event, TraceHeader: one record of everything that happened (a
+                   compact JobRecord / JobRows per job; the Events rebuilt when read)
     metrics.py     Metrics: throughput, latency percentiles, queue depth, utilisation
     clock.py       the virtual clock: run_virtual, in_virtual_time, advance
     plotting.py    every plot (the only module that imports matplotlib)
