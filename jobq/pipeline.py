@@ -254,7 +254,7 @@ class Pipeline:
         self._metrics = MetricsAggregator()
         self._folded_rows = self._folded_extras = 0  # what metrics() has folded so far
         if not self.trace.keep:
-            self.trace.fold_with(self._fold_batch)
+            self.trace._fold_with(self._fold_batch)
         self.ledger = Ledger()
         self.dead_letters = DeadLetterQueue()
         self._ids = IdSet()  # every id ever accepted: duplicates are refused
@@ -636,7 +636,7 @@ class Pipeline:
         self._metrics.fold_rows(trace.rows)
         for event in trace.extras():
             self._metrics.feed(event)
-        trace.drop()
+        trace._drop()
 
     async def wait_drained(self) -> None:
         """Wait until every job accepted so far has ended (more may be submitted later)."""

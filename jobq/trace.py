@@ -336,18 +336,20 @@ class Trace:
         if self._owner is not None and self._owner() is owner:
             self._owner = None
 
-    def fold_with(self, folder: Callable[[], None], every: int = 4096) -> None:
-        """For a trace that keeps nothing: keep ended rows and extras until there are `every`
-        of them, then call `folder()` - which reads them (`rows`, `extras()`) and must call
-        `drop()`. This is how a bounded run still has exact metrics."""
+    def _fold_with(self, folder: Callable[[], None], every: int = 4096) -> None:
+        """The pipeline's, for a trace that keeps nothing: keep ended rows and extras until
+        there are `every` of them, then call `folder()` - which reads them (`rows`,
+        `extras()`) and calls `_drop()`. This is how a bounded run still has exact metrics.
+        (Private: a folder that raised, or a drop at the wrong time, would cost a job its
+        ending or its kept result - so only the pipeline's own metrics do this.)"""
         self._folder, self._fold_every, self._retain = folder, every, True
 
     def extras(self) -> list[Event]:
         """Events that belong to no job record, in order (phases, producer waits, ...)."""
         return self._extras
 
-    def drop(self) -> None:
-        """Forget the rows and extras kept so far (after folding them)."""
+    def _drop(self) -> None:
+        """Forget the rows and extras kept so far (after folding them: see _fold_with)."""
         self.rows.clear()
         self._extras.clear()
 
@@ -565,8 +567,16 @@ class Trace:
 
     @events.setter
     def events(self, events: list[Event]) -> None:
-        self.rows.clear()
-        self.open.clear()
+        """Replace every event (a loaded or edited trace). Not while a pipeline records into
+        this trace: its open jobs' records are here."""
+        if self._owner is not None and self._owner() is not None:
+            raise InvalidConfigError(
+                "Trace.events cannot be replaced while a pipeline records into this trace; "
+                "replace them once it has stopped")
+        # New objects, not cleared ones: a stopped pipeline's kept results are read from the
+        # rows it was given (see jobq.collector), and they stay as they were.
+        self.rows = JobRows()
+        self.open = {}
         self._extras = list(events)
         self._cache = None
 

@@ -150,3 +150,18 @@ async def test_one_trace_records_one_running_pipeline_at_a_time() -> None:
     assert first.report.succeeded == third.report.succeeded == 1
     assert second.report.submitted == 0
     assert [e.job for e in shared.events if e.kind is EventKind.SUCCEEDED] == [0, 0]
+
+
+@pytest.mark.virtual_time
+async def test_replacing_the_events_keeps_a_pipelines_results_and_waits_for_it_to_stop() -> None:
+    pipe = Pipeline(workers=2, executor="inline")
+    async with pipe:
+        await pipe.submit(Job(0, b"abc", jobq.Delayed(1.0)))
+        with pytest.raises(jobq.InvalidConfigError, match="while a pipeline records"):
+            pipe.trace.events = []
+    shifted = [dataclasses.replace(e, t=e.t + 1.0) for e in pipe.trace.events]
+    pipe.trace.events = shifted  # stopped: allowed (plots of an edited trace do this)
+    assert _fields(pipe.trace.events) == _fields(shifted)
+    # The results (read here for the first time) still come from the run's own rows.
+    assert [(r.job_id, r.value, r.finished_at - r.started_at) for r in pipe.results] == [
+        (0, 3, 1.0)]
