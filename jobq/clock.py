@@ -193,27 +193,25 @@ class _VirtualSelector(selectors.DefaultSelector):
             clock._catch_up()
             return events
 
-        if timeout == 0:
-            # Callbacks are ready to run: time stands still; only poll for I/O. A poll is a
-            # system call, as costly as a small callback. While nothing but the loop's own
-            # wake-up pipe is registered there is no I/O to find: a thread's call_soon_
-            # threadsafe has already queued its callback, and only a signal's wake-up byte
-            # waits there - so (in the main thread, see __init__) we poll only every 64th
-            # iteration, which bounds how late a signal handler runs.
-            if len(self._fds) <= 1 and self._unpolled < self._poll_every:
-                self._unpolled += 1
-                return []
-            self._unpolled = 0
-            return super().select(0)
-
-        if len(self._fds) <= 1 and self._unpolled < self._poll_every:
-            # Idle, and no I/O can come (as above). A thread may have queued a callback since
-            # the loop computed `timeout`: then run it now - never jump past it.
+        # A poll is a system call, as costly as a small callback. While nothing but the
+        # loop's own wake-up pipe is registered there is no I/O to find: a thread's
+        # call_soon_threadsafe has already queued its callback, and only a signal's wake-up
+        # byte waits there - so (in the main thread, see __init__) we poll only every 64th
+        # iteration, which bounds how late a signal handler runs.
+        skip_poll = len(self._fds) <= 1 and self._unpolled < self._poll_every
+        if skip_poll:
             self._unpolled += 1
+        else:
+            self._unpolled = 0
+        if timeout == 0:
+            # Callbacks are ready to run: time stands still; only poll for I/O.
+            return [] if skip_poll else super().select(0)
+        if skip_poll:
+            # Idle, and no I/O can come. A thread may have queued a callback since the loop
+            # computed `timeout`: then run it now - never jump past it.
             if self.ready:
                 return []
         else:
-            self._unpolled = 0
             events = super().select(0)
             if events:
                 # I/O arrived (or a thread woke the loop): handle it at the current instant.

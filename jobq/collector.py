@@ -88,17 +88,14 @@ class Collector:
         rows, whole = self._rows, self._whole
         width = rows.INTS
         times, ints, kinds = rows.times, rows.ints, rows.kinds
-        # Column by column (C slices), then one JobResult per simple row, built positionally
-        # (its fields in order: job_id, duration, status, kind, attempts, worker,
-        # submitted_at, started_at, finished_at, error, cancel_reason, value).
+        # Column by column (C slices), then one JobResult per simple row.
         columns = zip(self._values, ints[0::width], ints[5::width], ints[width - 1::width],
                       times[0::4], times[2::4], times[3::4], strict=False)
         out: list[JobResult] = []
         for i, (value, job, worker, kind, t_enq, t_start, t_end) in enumerate(columns):
             result = whole.get(i) if whole else None
             if result is None:  # a simple row: rebuild its JobResult
-                result = JobResult(job, t_end - t_start, _SUCCEEDED, kinds[kind], 1, worker,
-                                   t_enq, t_start, t_end, None, None, value)
+                result = _first_try(job, kinds[kind], worker, t_enq, t_start, t_end, value)
             out.append(result)
         self._built = out
         return list(out)
@@ -151,9 +148,7 @@ class Collector:
     @staticmethod
     def _result(rec: JobRecord, worker: int, started_at: float, finished_at: float,
                 value: Any) -> JobResult:
-        return JobResult(rec.job, finished_at - started_at, _SUCCEEDED, kind=rec.kind,
-                         attempts=1, worker=worker, submitted_at=rec.t_enq,
-                         started_at=started_at, finished_at=finished_at, value=value)
+        return _first_try(rec.job, rec.kind, worker, rec.t_enq, started_at, finished_at, value)
 
     def _hand_on(self, job_id: int, result: JobResult) -> None:
         """The result to its handle, if someone still holds it, and to every stream."""
@@ -182,3 +177,12 @@ class Collector:
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None)
+
+
+def _first_try(job: int, kind: str, worker: int, submitted_at: float, started_at: float,
+               finished_at: float, value: Any) -> JobResult:
+    """The JobResult of a job that succeeded at its first attempt. Built positionally (its
+    fields in order: job_id, duration, status, kind, attempts, worker, submitted_at,
+    started_at, finished_at, error, cancel_reason, value): `results` builds one per row."""
+    return JobResult(job, finished_at - started_at, _SUCCEEDED, kind, 1, worker, submitted_at,
+                     started_at, finished_at, None, None, value)

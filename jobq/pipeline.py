@@ -254,7 +254,7 @@ class Pipeline:
         self._metrics = MetricsAggregator()
         self._folded_rows = self._folded_extras = 0  # what metrics() has folded so far
         if not self.trace.keep:
-            self.trace._fold_with(self._fold_batch)
+            self.trace._fold_with(self._fold)
         self.ledger = Ledger()
         self.dead_letters = DeadLetterQueue()
         self._ids = IdSet()  # every id ever accepted: duplicates are refused
@@ -619,24 +619,21 @@ class Pipeline:
 
     def metrics(self) -> Metrics:
         """Throughput, latency percentiles, queue depth, utilisation - from the trace."""
-        trace = self.trace
-        if trace.keep:  # only what the last call has not folded
-            self._metrics.fold_rows(trace.rows, self._folded_rows)
-            extras = trace.extras()
-            for event in extras[self._folded_extras:]:
-                self._metrics.feed(event)
+        self._fold()
+        return self._metrics.snapshot(self.workers, self.trace.open.values())
+
+    def _fold(self) -> None:
+        """Fold what the trace has kept since the last fold into the metrics: its rows of
+        ended jobs and its other events. A trace that keeps nothing (bounded memory) kept
+        them only for us: it drops them now (and calls this when a batch is full)."""
+        trace, extras = self.trace, self.trace.extras()
+        self._metrics.fold_rows(trace.rows, self._folded_rows)
+        for event in extras[self._folded_extras:]:
+            self._metrics.feed(event)
+        if trace.keep:
             self._folded_rows, self._folded_extras = len(trace.rows), len(extras)
         else:
-            self._fold_batch()
-        return self._metrics.snapshot(self.workers, trace.open.values())
-
-    def _fold_batch(self) -> None:
-        """Bounded memory: fold what the trace kept for us into the metrics, and drop it."""
-        trace = self.trace
-        self._metrics.fold_rows(trace.rows)
-        for event in trace.extras():
-            self._metrics.feed(event)
-        trace._drop()
+            trace._drop()  # (and the marks stay at 0)
 
     async def wait_drained(self) -> None:
         """Wait until every job accepted so far has ended (more may be submitted later)."""

@@ -151,20 +151,29 @@ class JobRecord:
         """This job's events so far (a new list of new Events for a simple one)."""
         if self.events is not None:
             return list(self.events)
-        job = self.job
-        out = [Event(self.seq_enq, self.t_enq, _ENQUEUED, job, info=self.kind,
-                     value=self.depth_enq)]
-        if self.seq_disp >= 0:
-            out.append(Event(self.seq_disp, self.t_disp, _DISPATCHED, job, self.worker,
-                             value=self.depth_disp))
-        if self.seq_start >= 0:
-            out.append(Event(self.seq_start, self.t_start, _STARTED, job, self.worker,
-                             self.attempt))
-        return out
+        return _simple_life(self.job, self.kind, self.t_enq, self.seq_enq, self.depth_enq,
+                            self.t_disp, self.seq_disp, self.depth_disp, self.worker,
+                            self.t_start, self.seq_start, self.attempt)
 
     def __repr__(self) -> str:
         life = "simple" if self.events is None else f"{len(self.events)} events"
         return f"<JobRecord job={self.job} {self.kind} {life}>"
+
+
+def _simple_life(job: int, kind: str, t_enq: float, seq_enq: int, depth_enq: int,
+                 t_disp: float, seq_disp: int, depth_disp: int, worker: int, t_start: float,
+                 seq_start: int, attempt: int, t_end: float = 0.0,
+                 seq_end: int = -1) -> list[Event]:
+    """The Events of a simple life, as far as it got (a seq of -1: not happened yet) - for
+    an open JobRecord and for an ended job's row alike."""
+    out = [Event(seq_enq, t_enq, _ENQUEUED, job, info=kind, value=depth_enq)]
+    if seq_disp >= 0:
+        out.append(Event(seq_disp, t_disp, _DISPATCHED, job, worker, value=depth_disp))
+    if seq_start >= 0:
+        out.append(Event(seq_start, t_start, _STARTED, job, worker, attempt))
+    if seq_end >= 0:
+        out.append(Event(seq_end, t_end, _SUCCEEDED, job, worker, attempt))
+    return out
 
 
 # A job id that fits an int64 array cell; bigger ids (uuid-like ints) take the Event path.
@@ -226,12 +235,8 @@ class JobRows:
         if kind < 0:
             return self.complex[job]
         t_enq, t_disp, t_start, t_end = self.times[row * 4:row * 4 + 4]
-        return [
-            Event(seq_enq, t_enq, _ENQUEUED, job, info=self.kinds[kind], value=depth_enq),
-            Event(seq_disp, t_disp, _DISPATCHED, job, worker, value=depth_disp),
-            Event(seq_start, t_start, _STARTED, job, worker, attempt),
-            Event(seq_end, t_end, _SUCCEEDED, job, worker, attempt),
-        ]
+        return _simple_life(job, self.kinds[kind], t_enq, seq_enq, depth_enq, t_disp, seq_disp,
+                            depth_disp, worker, t_start, seq_start, attempt, t_end, seq_end)
 
 
 # The header line of a trace file carries this key (the value is the format's version); an
@@ -353,11 +358,6 @@ class Trace:
         self.rows.clear()
         self._extras.clear()
 
-    @property
-    def _eager(self) -> bool:
-        # Someone must see each event as it happens: build it then (the old, slower way).
-        return bool(self._listeners) or self._file is not None
-
     def describe(
         self,
         *,
@@ -463,8 +463,7 @@ class Trace:
         simple = rec.events is None and rec.seq_start >= 0 and rec.worker == worker and (
             rec.attempt == attempt)
         if simple and (not self._retain or self.rows.add_simple(rec, t, seq)):
-            if self._folder is not None and len(self.rows) >= self._fold_every:
-                self._folder()  # (_row_added, inline: this runs for nearly every job)
+            self._row_added()
             return
         self._add(rec, Event(seq, t, _SUCCEEDED, rec.job, worker, attempt))
         self._ended(rec)
@@ -486,6 +485,8 @@ class Trace:
             rec.events = rec.to_events()
 
     def _add(self, rec: JobRecord, event: Event) -> None:
+        # (`self._file is not None or self._listeners`, here and in enqueued and emit:
+        # someone must see each event as it happens, so it is built and published now.)
         self._complicate(rec)
         rec.events.append(event)  # type: ignore[union-attr]
         if self._file is not None or self._listeners:

@@ -96,10 +96,6 @@ class Worker:
         self.slot = slot
         self.token = token
         self._s = services
-        self._trace = services.trace
-        # Most runs have no failure plan: then no call per attempt to ask it.
-        plan = services.failures
-        self._plan_active = bool(plan.fail_first or plan.fail_rate)
         self._time: Callable[[], float] = time.monotonic  # the loop's clock (set in run())
         self._on_free = on_free  # the slot is free: the dispatcher may hand us a job
         self._next_for = next_for  # the next queued job, for a worker that keeps its slot
@@ -181,7 +177,7 @@ class Worker:
 
     def _take(self, job: Job) -> None:
         self.job = job
-        self._rec = self._trace.open[job.id]
+        self._rec = self._s.trace.open[job.id]
         self._cut_asked = False
         self._attempts = []
         self._first_start = None
@@ -256,16 +252,7 @@ class Worker:
             self._stage = CancelReason.INTERRUPTED
             s.trace.started(rec, start, self.slot, number)
             try:
-                kind = job.job_type
-                if type(kind) is Delayed and job.timeout is None:
-                    # Most jobs of the series' simulations: run here, without the coroutine
-                    # _attempt would cost (and Delayed(0) does not wait at all).
-                    if kind.delay:
-                        await asyncio.sleep(kind.delay)
-                    if self._plan_active:
-                        self._planned_failure(job, number)
-                    value = len(job.payload)
-                elif job.timeout is None:
+                if job.timeout is None:
                     value = await self._attempt(job, number, isolated)
                 else:
                     value = await self._timed_attempt(job, number, isolated, job.timeout)
@@ -335,7 +322,7 @@ class Worker:
             function = functools.partial(kind.fn, **kind.kwargs) if kind.kwargs else kind.fn
             value = await s.offload.run(function, *kind.args, isolated=isolated,
                                         job_id=job.id)
-        elif isinstance(kind, Delayed):  # (with a timeout: _run_job runs the others itself)
+        elif isinstance(kind, Delayed):
             if kind.delay:  # Delayed(0) does not wait at all (asyncio.sleep(0) would yield)
                 await asyncio.sleep(kind.delay)
             value = len(job.payload)  # "execute": the work after the wait is trivial here
@@ -351,14 +338,11 @@ class Worker:
         else:
             assert isinstance(kind, AsyncIo)
             value = await s.http().fetch(kind.url)
-        if self._plan_active:
-            self._planned_failure(job, number)
-        return value
-
-    def _planned_failure(self, job: Job, number: int) -> None:
-        """Fail this attempt if the failure plan says so (demos and tests)."""
-        if self._s.failures.fails(job.id, number):
+        plan = s.failures
+        # (Most runs have no failure plan: two attribute reads instead of a call per job.)
+        if (plan.fail_first or plan.fail_rate) and plan.fails(job.id, number):
             raise InjectedFailure(f"the failure plan fails attempt {number} of job {job.id}")
+        return value
 
     def _cut_result(self) -> JobResult:
         """The CANCELLED result of the job in hand, named after the stage it was cut in."""
